@@ -1,0 +1,1 @@
+"""streamer.cli: the ``streamer`` command."""

@@ -1,0 +1,651 @@
+"""One partition of a topic: a sequence of segments, the single owner of its writes.
+
+Every mutation goes through one :class:`PartitionLog` under its lock; fsync runs outside
+the lock so appends from other threads continue meanwhile, and concurrent appenders that
+wait for durability share one fsync (group commit).
+
+Files in the partition's directory::
+
+    00000000000000000000.log        record batches, verbatim
+    00000000000000000000.index      sparse offset index   (written at roll and clean close)
+    00000000000000000000.timeindex  sparse time index     (written at roll and clean close)
+    00000000000000004096.snapshot   producer state as of offset 4096
+    partition.json                  recovery point, log start offset, leader epoch, clean flag
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from dataclasses import dataclass
+
+from aiokafka.record.default_records import DefaultRecordBatch
+
+from .batch import (
+    HEADER_BYTES,
+    BatchHeader,
+    assigned_prefix,
+    check_client_batch,
+    crc_matches,
+    parse_header,
+    split_batches,
+    with_log_append_time,
+)
+from .clock import Clock
+from .config import TopicConfig
+from .errors import (
+    CorruptLogError,
+    InvalidRecordError,
+    LogStorageError,
+    OffsetOutOfRangeError,
+)
+from .fs import Buffer, Filesystem
+from .producer_state import ProducerStateTable
+from .segment import ScanStop, Segment, segment_name
+
+__all__ = ["AppendResult", "PartitionLog", "PartitionStatistics", "ReadResult"]
+
+_CHECKPOINT = "partition.json"
+_SNAPSHOTS_KEPT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    duplicate: bool = False  # a retried idempotent batch: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    records: bytes  # whole batches, possibly starting before the requested offset
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatistics:
+    topic: str
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    durable_offset: int
+    segments: int
+    size_bytes: int
+    producers: int
+
+
+class PartitionLog:
+    """The log of one partition. Open it with :meth:`open`."""
+
+    def __init__(
+        self,
+        fs: Filesystem,
+        clock: Clock,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: TopicConfig,
+    ) -> None:
+        self.fs = fs
+        self.clock = clock
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.leader_epoch = 0
+        self.segments: list[Segment] = []
+        self.producer_state = ProducerStateTable()
+        self.log_start_offset = 0
+        self.recovery_point = 0
+        self._durable_offset = 0
+        self._last_flush_ms = clock.monotonic_ms()
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._closed = False
+        self.recovery_notes: list[str] = []  # what opening repaired, for logs and tests
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+    # -- opening and recovery -------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        fs: Filesystem,
+        clock: Clock,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: TopicConfig,
+    ) -> PartitionLog:
+        log = cls(fs, clock, directory, topic, partition, config)
+        fs.makedirs(directory)
+        log._load()
+        return log
+
+    def _load(self) -> None:
+        checkpoint = self._read_checkpoint()
+        self.log_start_offset = checkpoint.get("log_start_offset", 0)
+        self.recovery_point = checkpoint.get("recovery_point", 0)
+        self.leader_epoch = checkpoint.get("leader_epoch", 0)
+        clean = checkpoint.get("clean_shutdown", False)
+        names = self.fs.listdir(self.directory)
+        for name in names:
+            if name.endswith((".cleaned", ".tmp")):
+                self.fs.remove(f"{self.directory}/{name}")
+        for name in names:
+            if name.endswith(".swap"):
+                self._finish_swap(name)
+        bases = sorted(
+            int(name[:-4]) for name in self.fs.listdir(self.directory) if name.endswith(".log")
+        )
+        for position, base in enumerate(bases):
+            segment = Segment(self.fs, self.directory, base, self.config.index_interval_bytes)
+            segment.created_monotonic_ms = self.clock.monotonic_ms()
+            following = bases[position + 1] if position + 1 < len(bases) else None
+            self.segments.append(segment)
+            if not self._load_segment(segment, clean=clean, following_base=following):
+                break  # the log was truncated inside this segment: later ones go
+        self._drop_segments_after(len(self.segments))
+        if not self.segments:
+            base = max(self.log_start_offset, self.recovery_point)
+            self.segments.append(self._new_segment(base))
+        elif self.active.corrupt_from is not None:  # never append after damaged bytes
+            self.segments.append(self._new_segment(self.active.next_offset))
+        self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+        self._durable_offset = self.log_end_offset if clean else self.recovery_point
+        self._durable_offset = min(self._durable_offset, self.log_end_offset)
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        self._load_producer_state()
+        self._write_checkpoint(clean_shutdown=False)
+
+    def _load_segment(self, segment: Segment, *, clean: bool, following_base: int | None) -> bool:
+        """Load one segment's index, recovering it if it may hold unsynced data.
+
+        A segment wholly before the recovery point is trusted: its index is loaded or
+        rebuilt from headers, and damage found there is kept and reported on read, never
+        truncated away. Other segments are checked batch by batch with their CRCs and cut
+        at the first bad one. Returns False when the segment was cut (its successors are
+        then invalid).
+        """
+        trusted = clean or (following_base is not None and following_base <= self.recovery_point)
+        if trusted and segment.load_index():
+            return True
+        stop = segment.recover(0, check_crc=not trusted)
+        if stop is None:
+            return True
+        if trusted or segment.next_offset < self.recovery_point:
+            segment.corrupt_from = (stop.position, segment.next_offset)
+            segment.next_offset = following_base if following_base is not None else max(
+                segment.next_offset, self.recovery_point
+            )
+            self.recovery_notes.append(
+                f"{self.name}: {segment.path} is damaged at byte {stop.position} before the "
+                f"recovery point ({stop.reason}); reads there will fail"
+            )
+            return True
+        segment.file.truncate(stop.position)
+        self.recovery_notes.append(
+            f"{self.name}: truncated {segment.path} at byte {stop.position} "
+            f"(offset {segment.next_offset}): {stop.reason}"
+        )
+        return False
+
+    def _drop_segments_after(self, count: int) -> None:
+        for name in self.fs.listdir(self.directory):
+            if name.endswith(".log") and int(name[:-4]) > (
+                self.segments[count - 1].base_offset if count else -1
+            ):
+                base = int(name[:-4])
+                if all(segment.base_offset != base for segment in self.segments[:count]):
+                    self.recovery_notes.append(f"{self.name}: removed segment {name} after truncation")
+                    doomed = Segment(self.fs, self.directory, base, 1)
+                    doomed.delete()
+        for segment in self.segments[count:]:
+            segment.close()
+        del self.segments[count:]
+
+    def _finish_swap(self, name: str) -> None:
+        """Complete a compaction swap interrupted by a crash (see compaction.py)."""
+        from .compaction import finish_swap
+
+        finish_swap(self.fs, self.directory, name)
+
+    def _read_checkpoint(self) -> dict[str, int]:
+        path = f"{self.directory}/{_CHECKPOINT}"
+        if not self.fs.exists(path):
+            return {}
+        try:
+            data = json.loads(self.fs.read_file(path))
+        except ValueError:
+            self.recovery_notes.append(f"{self.name}: unreadable {_CHECKPOINT}, recovering all")
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_checkpoint(self, *, clean_shutdown: bool) -> None:
+        data = {
+            "recovery_point": self.recovery_point,
+            "log_start_offset": self.log_start_offset,
+            "leader_epoch": self.leader_epoch,
+            "clean_shutdown": clean_shutdown,
+        }
+        self.fs.write_file_atomic(f"{self.directory}/{_CHECKPOINT}", json.dumps(data).encode())
+
+    def _load_producer_state(self) -> None:
+        snapshots = sorted(
+            int(name[:-9]) for name in self.fs.listdir(self.directory) if name.endswith(".snapshot")
+        )
+        start = self.log_start_offset
+        for offset in reversed(snapshots):
+            path = f"{self.directory}/{segment_name(offset, '.snapshot')}"
+            if offset > self.log_end_offset:
+                self.fs.remove(path)
+                continue
+            try:
+                self.producer_state = ProducerStateTable.from_bytes(self.fs.read_file(path))
+            except (ValueError, TypeError):
+                self.recovery_notes.append(f"{self.name}: ignored damaged snapshot {path}")
+                continue
+            start = offset
+            break
+        now_ms = self.clock.time_ms()
+        for header in self._headers_from(start):
+            if header.producer_id >= 0 and not header.is_control:
+                self.producer_state.update(header, now_ms)
+
+    def _headers_from(self, offset: int) -> list[BatchHeader]:
+        headers = []
+        for segment in self.segments:
+            if segment.next_offset <= offset:
+                continue
+            scan = segment.scan(
+                segment.floor_position(offset), check_crc=False, end=segment.readable_end
+            )
+            for item in scan:
+                if isinstance(item, ScanStop):
+                    break
+                if item[1].last_offset >= offset:
+                    headers.append(item[1])
+        return headers
+
+    # -- offsets --------------------------------------------------------------------------
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        # One replica: everything appended is committed. Replication will lower this to
+        # the offset every in-sync replica holds.
+        return self.log_end_offset
+
+    @property
+    def durable_offset(self) -> int:
+        """Offsets below this are fsynced."""
+        return self._durable_offset
+
+    # -- appending ------------------------------------------------------------------------
+
+    def append(self, records: Buffer, *, wait_durable: bool = True) -> AppendResult:
+        """Validate and append the batches in ``records``; assign their offsets.
+
+        With ``wait_durable`` (acks=all) and the default ``flush.ms=0`` the call returns
+        only once the batches are fsynced. On any error nothing was written.
+        """
+        with self._lock:
+            self._check_open()
+            result = self._append_locked(records)
+        if result.duplicate:
+            return result
+        if self.config.flush_every_append:
+            if wait_durable:
+                self.flush(up_to=result.last_offset + 1)
+        elif not self.config.flush_by_os:
+            if self.clock.monotonic_ms() - self._last_flush_ms >= self.config.flush_ms:
+                self.flush()
+        return result
+
+    def _append_locked(self, records: Buffer) -> AppendResult:
+        batches = split_batches(records)
+        for _, header in batches:
+            check_client_batch(header, self.config.max_message_bytes)
+        idempotent = [header for _, header in batches if header.is_idempotent]
+        if idempotent:
+            if len(batches) != 1:
+                raise InvalidRecordError(
+                    "an idempotent producer must send one batch per partition per request"
+                )
+            original = self.producer_state.check(idempotent[0], topic_partition=self.name)
+            if original is not None:
+                return AppendResult(
+                    original.base_offset, original.last_offset, -1, self.log_start_offset, True
+                )
+        total_bytes = sum(header.size for _, header in batches)
+        self._maybe_roll(total_bytes)
+        now_ms = self.clock.time_ms()
+        append_time_ms = now_ms if self.config.log_append_time else -1
+        view = memoryview(records)
+        parts: list[Buffer] = []
+        assigned: list[BatchHeader] = []
+        next_offset = self.log_end_offset
+        for position, header in batches:
+            header = header._replace(base_offset=next_offset, leader_epoch=self.leader_epoch)
+            batch = view[position : position + header.size]
+            if append_time_ms >= 0:
+                batch = memoryview(with_log_append_time(batch, append_time_ms))
+                header = header._replace(max_timestamp=append_time_ms)
+            parts.append(assigned_prefix(next_offset, header.batch_length, self.leader_epoch))
+            parts.append(batch[16:])
+            assigned.append(header)
+            next_offset = header.next_offset
+        try:
+            self.active.append(parts, assigned)
+        except OSError as error:
+            raise LogStorageError(f"{self.name}: appending to {self.active.path} failed: {error}") from error
+        for header in assigned:
+            if header.producer_id >= 0:
+                self.producer_state.update(header, now_ms)
+        return AppendResult(
+            assigned[0].base_offset, assigned[-1].last_offset, append_time_ms, self.log_start_offset
+        )
+
+    def _maybe_roll(self, incoming_bytes: int) -> None:
+        active = self.active
+        if active.is_empty:
+            return
+        too_big = active.size + incoming_bytes > self.config.segment_bytes
+        too_old = (
+            self.clock.monotonic_ms() - active.created_monotonic_ms >= self.config.segment_ms
+        )
+        if too_big or too_old:
+            self.roll()
+
+    def roll(self) -> None:
+        """Close the active segment (fsynced, indexes written) and start a new one."""
+        with self._lock:
+            old = self.active
+            if old.is_empty:
+                return
+            old.file.fsync()  # not under _flush_lock: flush() takes the locks the other way
+            old.write_index_files()
+            self.segments.append(self._new_segment(old.next_offset))
+            self._durable_offset = max(self._durable_offset, old.next_offset)
+            self.recovery_point = max(self.recovery_point, old.next_offset)
+            self._write_snapshot(old.next_offset)
+            self._write_checkpoint(clean_shutdown=False)
+
+    def _new_segment(self, base_offset: int) -> Segment:
+        segment = Segment(self.fs, self.directory, base_offset, self.config.index_interval_bytes)
+        segment.created_monotonic_ms = self.clock.monotonic_ms()
+        self.fs.fsync_dir(self.directory)  # the new file's name must survive a crash
+        return segment
+
+    def _write_snapshot(self, offset: int) -> None:
+        path = f"{self.directory}/{segment_name(offset, '.snapshot')}"
+        self.fs.write_file_atomic(path, self.producer_state.to_bytes())
+        snapshots = sorted(
+            name for name in self.fs.listdir(self.directory) if name.endswith(".snapshot")
+        )
+        for name in snapshots[:-_SNAPSHOTS_KEPT]:
+            self.fs.remove(f"{self.directory}/{name}")
+
+    # -- durability -----------------------------------------------------------------------
+
+    def flush(self, up_to: int | None = None) -> None:
+        """Make every offset below ``up_to`` (default: the log end) durable.
+
+        Group commit: a caller that finds an fsync in progress waits for it, and returns
+        at once if that fsync covered its offsets.
+        """
+        target = self.log_end_offset if up_to is None else up_to
+        if target <= self._durable_offset:
+            return
+        with self._flush_lock:
+            if target <= self._durable_offset:
+                return  # a concurrent flush covered us
+            with self._lock:
+                end = self.log_end_offset
+                segment = self.active
+            try:
+                segment.file.fsync()
+            except OSError as error:
+                raise LogStorageError(f"{self.name}: fsync of {segment.path} failed: {error}") from error
+            self._durable_offset = max(self._durable_offset, end)
+            self._last_flush_ms = self.clock.monotonic_ms()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int = 1 << 20) -> ReadResult:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes``.
+
+        At least one batch is returned when any exists at ``offset``, even if it is larger
+        than ``max_bytes`` (as Kafka does), so a consumer always makes progress.
+        """
+        with self._lock:
+            self._check_open()
+            if not self.log_start_offset <= offset <= self.log_end_offset:
+                raise OffsetOutOfRangeError(
+                    f"{self.name}: offset {offset} is outside "
+                    f"[{self.log_start_offset}, {self.log_end_offset}]"
+                )
+            records = b""
+            for segment in self.segments[self._segment_index(offset) :]:
+                if segment.next_offset > offset:
+                    records = self._read_segment(segment, offset, max_bytes)
+                    break
+            return ReadResult(
+                records, self.high_watermark, self.log_start_offset, self.log_end_offset
+            )
+
+    def _segment_index(self, offset: int) -> int:
+        bases = [segment.base_offset for segment in self.segments]
+        return max(bisect.bisect_right(bases, offset) - 1, 0)
+
+    def _read_segment(self, segment: Segment, offset: int, max_bytes: int) -> bytes:
+        end = segment.readable_end
+        position = segment.floor_position(offset)
+        while True:  # find the batch that holds ``offset``: headers only
+            if end - position < HEADER_BYTES:
+                if segment.corrupt_from is not None:
+                    raise self._corruption(segment, end, offset, "damaged batch header")
+                return b""
+            header = parse_header(segment.file.pread(HEADER_BYTES, position))
+            self._check_structure(segment, header, position, end)
+            if header.last_offset >= offset:
+                break
+            position += header.size
+        chunk = segment.file.pread(min(max(max_bytes, header.size), end - position), position)
+        cursor = 0
+        next_offset = offset
+        while len(chunk) - cursor >= HEADER_BYTES:
+            header = parse_header(chunk, cursor)
+            self._check_structure(segment, header, position + cursor, end)
+            if cursor + header.size > len(chunk):
+                break
+            if not crc_matches(chunk, cursor, header):
+                raise self._corruption(
+                    segment, position + cursor, header.base_offset, "CRC-32C mismatch"
+                )
+            cursor += header.size
+            next_offset = header.next_offset
+        segment.remember_read(next_offset, position + cursor)
+        return chunk if cursor == len(chunk) else chunk[:cursor]
+
+    def _check_structure(self, segment: Segment, header: BatchHeader, position: int, end: int) -> None:
+        if header.magic != 2 or header.batch_length < HEADER_BYTES - 12 or position + header.size > end:
+            raise self._corruption(segment, position, header.base_offset, "damaged batch header")
+
+    def _corruption(self, segment: Segment, position: int, offset: int, reason: str) -> CorruptLogError:
+        return CorruptLogError(
+            f"{reason} at byte {position}",
+            path=segment.path,
+            topic=self.topic,
+            partition=self.partition,
+            offset=offset,
+        )
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record timestamp is ≥ ``timestamp_ms``, or None."""
+        with self._lock:
+            for segment in self.segments:
+                if segment.max_timestamp < timestamp_ms:
+                    continue
+                for item in segment.scan(segment.time_floor(timestamp_ms), check_crc=True):
+                    if isinstance(item, ScanStop):
+                        break
+                    position, header = item
+                    if header.max_timestamp < timestamp_ms or header.records_count == 0:
+                        continue
+                    found = self._first_record_at(segment, position, header, timestamp_ms)
+                    if found is not None:
+                        return max(found, self.log_start_offset)
+            return None
+
+    @staticmethod
+    def _first_record_at(
+        segment: Segment, position: int, header: BatchHeader, timestamp_ms: int
+    ) -> int | None:
+        if header.attributes & 0x08:  # LogAppendTime: every record has maxTimestamp
+            return header.base_offset
+        batch = DefaultRecordBatch(segment.file.pread(header.size, position))
+        for record in batch:
+            if record.timestamp >= timestamp_ms:
+                return int(record.offset)
+        return None
+
+    # -- deleting -------------------------------------------------------------------------
+
+    def delete_records(self, before_offset: int) -> int:
+        """Raise the log start offset to ``before_offset`` (Kafka's DeleteRecords)."""
+        with self._lock:
+            self._check_open()
+            if before_offset == -1:
+                before_offset = self.high_watermark
+            if not 0 <= before_offset <= self.high_watermark:
+                raise OffsetOutOfRangeError(
+                    f"{self.name}: cannot delete before {before_offset}; high watermark is "
+                    f"{self.high_watermark}"
+                )
+            if before_offset > self.log_start_offset:
+                self.log_start_offset = before_offset
+                self._delete_segments_below_start()
+                self._write_checkpoint(clean_shutdown=False)
+            return self.log_start_offset
+
+    def _delete_segments_below_start(self) -> int:
+        doomed = 0
+        while len(self.segments) > 1 and self.segments[0].next_offset <= self.log_start_offset:
+            self.segments.pop(0).delete()
+            doomed += 1
+        return doomed
+
+    def apply_retention(self) -> int:
+        """Delete old segments by ``retention.ms`` and ``retention.bytes``; count them."""
+        with self._lock:
+            self._check_open()
+            if not self.config.delete:
+                return 0
+            now_ms = self.clock.time_ms()
+            if self.config.retention_ms >= 0 and not self.active.is_empty:
+                if self.active.max_timestamp < now_ms - self.config.retention_ms:
+                    self.roll()  # an expired active segment must roll before it can go
+            deleted = 0
+            size = sum(segment.size for segment in self.segments)
+            while len(self.segments) > 1:
+                oldest = self.segments[0]
+                expired = (
+                    self.config.retention_ms >= 0
+                    and oldest.max_timestamp < now_ms - self.config.retention_ms
+                )
+                oversize = (
+                    self.config.retention_bytes >= 0
+                    and size - oldest.size >= self.config.retention_bytes
+                )
+                if not (expired or oversize):
+                    break
+                size -= oldest.size
+                self.segments.pop(0).delete()
+                deleted += 1
+            if deleted:
+                self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+                self._write_checkpoint(clean_shutdown=False)
+            return deleted
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop everything at and after ``offset`` (a batch boundary)."""
+        with self._lock:
+            while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
+                self.segments.pop().delete()
+            self.active.truncate_to(offset)
+            self._durable_offset = min(self._durable_offset, self.log_end_offset)
+            self.recovery_point = min(self.recovery_point, self.log_end_offset)
+            self.producer_state = ProducerStateTable()
+            for header in self._headers_from(self.log_start_offset):
+                if header.producer_id >= 0 and not header.is_control:
+                    self.producer_state.update(header, self.clock.time_ms())
+            self._write_checkpoint(clean_shutdown=False)
+
+    # -- maintenance and shutdown ---------------------------------------------------------
+
+    def run_maintenance(self) -> None:
+        """Periodic work the owner calls: interval flushes, time-based rolls, retention."""
+        if not (self.config.flush_every_append or self.config.flush_by_os):
+            if self.clock.monotonic_ms() - self._last_flush_ms >= self.config.flush_ms:
+                self.flush()
+        with self._lock:
+            if not self.active.is_empty and (
+                self.clock.monotonic_ms() - self.active.created_monotonic_ms
+                >= self.config.segment_ms
+            ):
+                self.roll()
+        self.apply_retention()
+
+    def reconfigure(self, config: TopicConfig) -> None:
+        with self._lock:
+            self.config = config
+            for segment in self.segments:
+                segment.interval_bytes = config.index_interval_bytes
+
+    def close(self) -> None:
+        """Flush, write indexes and producer state, and mark the shutdown clean."""
+        with self._lock:
+            if self._closed:
+                return
+            self.flush()
+            self.active.write_index_files()
+            self.recovery_point = self.log_end_offset
+            self._write_snapshot(self.log_end_offset)
+            self._write_checkpoint(clean_shutdown=True)
+            for segment in self.segments:
+                segment.close()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        assert not self._closed, f"{self.name} is closed"
+
+    def statistics(self) -> PartitionStatistics:
+        with self._lock:
+            return PartitionStatistics(
+                topic=self.topic,
+                partition=self.partition,
+                log_start_offset=self.log_start_offset,
+                log_end_offset=self.log_end_offset,
+                high_watermark=self.high_watermark,
+                durable_offset=self._durable_offset,
+                segments=len(self.segments),
+                size_bytes=sum(segment.size for segment in self.segments),
+                producers=len(self.producer_state.producers),
+            )

@@ -1,0 +1,1 @@
+"""streamer.operators: windows, joins, aggregations. Not built yet: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""streamer.state: state stores and changelogs. Not built yet: see docs/architecture.md."""
