@@ -32,7 +32,9 @@ def bench() -> None:
               help="MiB appended per run.")
 @click.option("--runs", type=int, default=5, show_default=True, help="Runs of each measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_log(data_dir: str | None, batch_bytes: int, total_mib: int, runs: int, as_json: bool) -> None:
+def bench_log(
+    data_dir: str | None, batch_bytes: int, total_mib: int, runs: int, as_json: bool
+) -> None:
     """Append and read prebuilt batches in-process; print MB/s and records/s."""
     from streamer.cli.bench import run_log_benchmark
 

@@ -52,7 +52,7 @@ class CompactionResult:
 def compact_if_dirty(partition: PartitionLog) -> CompactionResult | None:
     """Compact when the share of never-cleaned closed bytes reaches
     ``min.cleanable.dirty.ratio``."""
-    with partition._lock:
+    with partition.lock:
         closed = partition.segments[:-1]
         if not closed:
             return None
@@ -67,7 +67,7 @@ def compact_if_dirty(partition: PartitionLog) -> CompactionResult | None:
 
 def compact(partition: PartitionLog) -> CompactionResult:
     """Compact ``partition``'s closed segments now."""
-    with partition._lock:
+    with partition.lock:
         closed = partition.segments[:-1]
         bytes_before = sum(segment.size for segment in closed)
         if not closed:
@@ -81,14 +81,15 @@ def compact(partition: PartitionLog) -> CompactionResult:
         new_segments: list[Segment] = []
         new_first_seen: dict[str, int] = {}
         for group in _groups(closed, partition.config.segment_bytes):
-            seen_ms = min((first_seen.get(str(s.base_offset), now_ms) for s in group), default=now_ms)
+            seen_ms = min(first_seen.get(str(s.base_offset), now_ms) for s in group)
             tombstones_expire = seen_ms + partition.config.delete_retention_ms <= now_ms
             parts: list[bytes] = []
             for segment in group:
                 for position, header in _batches(partition, segment):
                     data = segment.file.pread(header.size, position)
+                    producer_last_batch = header.base_offset in keep_batches_of
                     kept, dropped = _clean_batch(
-                        data, header, latest, tombstones_expire, header.base_offset in keep_batches_of
+                        data, header, latest, tombstones_expire, producer_last_batch
                     )
                     removed += dropped
                     if kept:
@@ -96,9 +97,8 @@ def compact(partition: PartitionLog) -> CompactionResult:
             new_segments.append(_swap(partition, group, parts))
             new_first_seen[str(group[0].base_offset)] = seen_ms
         partition.segments[: len(closed)] = new_segments
-        _write_state(
-            partition, {"clean_through": partition.active.base_offset, "first_seen_ms": new_first_seen}
-        )
+        state = {"clean_through": partition.active.base_offset, "first_seen_ms": new_first_seen}
+        _write_state(partition, state)
         return CompactionResult(
             len(closed),
             len(new_segments),
@@ -124,7 +124,9 @@ def _batches(partition: PartitionLog, segment: Segment) -> list[tuple[int, Batch
     batches = []
     for item in segment.scan(0, check_crc=True, end=segment.readable_end):
         if isinstance(item, ScanStop):
-            raise partition._corruption(segment, item.position, segment.base_offset, item.reason)
+            raise partition.corruption_error(
+                segment, item.position, segment.base_offset, item.reason
+            )
         batches.append(item)
     return batches
 
@@ -159,7 +161,10 @@ def _clean_batch(
         record
         for record in records
         if record.key is None
-        or (latest.get(record.key) == record.offset and not (record.value is None and tombstones_expire))
+        or (
+            latest.get(record.key) == record.offset
+            and not (record.value is None and tombstones_expire)
+        )
     ]
     dropped = len(records) - len(kept)
     if dropped == 0:

@@ -85,7 +85,9 @@ class TopicConfig:
         return self.flush_ms == FLUSH_BY_OS
 
     @classmethod
-    def from_kafka(cls, settings: Mapping[str, Any], base: TopicConfig | None = None) -> TopicConfig:
+    def from_kafka(
+        cls, settings: Mapping[str, Any], base: TopicConfig | None = None
+    ) -> TopicConfig:
         """A config from Kafka-named settings, over ``base`` (the defaults if None)."""
         return (base or cls()).with_changes(settings)
 

@@ -76,7 +76,7 @@ class _OsFile:
         self._size = os.fstat(self._fd).st_size
 
     def append(self, parts: Sequence[Buffer]) -> None:
-        total = sum(len(part) for part in parts)
+        total = sum(map(len, parts))
         start = self._size
         try:
             written = os.writev(self._fd, parts)

@@ -19,10 +19,12 @@ import bisect
 import json
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from .batch import (
+    BATCH_OVERHEAD_BYTES,
     HEADER_BYTES,
     BatchHeader,
     assigned_prefix,
@@ -50,8 +52,7 @@ _CHECKPOINT = "partition.json"
 _SNAPSHOTS_KEPT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):  # a tuple: one is made per append, on the hot path
     base_offset: int
     last_offset: int
     log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
@@ -105,7 +106,7 @@ class PartitionLog:
         self.recovery_point = 0
         self._durable_offset = 0
         self._last_flush_ms = clock.monotonic_ms()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # held by every mutation, and by compaction
         self._flush_lock = threading.Lock()
         self._closed = False
         self.recovery_notes: list[str] = []  # what opening repaired, for logs and tests
@@ -136,7 +137,7 @@ class PartitionLog:
         self.log_start_offset = checkpoint.get("log_start_offset", 0)
         self.recovery_point = checkpoint.get("recovery_point", 0)
         self.leader_epoch = checkpoint.get("leader_epoch", 0)
-        clean = checkpoint.get("clean_shutdown", False)
+        clean = bool(checkpoint.get("clean_shutdown", False))
         names = self.fs.listdir(self.directory)
         for name in names:
             if name.endswith((".cleaned", ".tmp")):
@@ -206,7 +207,9 @@ class PartitionLog:
             ):
                 base = int(name[:-4])
                 if all(segment.base_offset != base for segment in self.segments[:count]):
-                    self.recovery_notes.append(f"{self.name}: removed segment {name} after truncation")
+                    self.recovery_notes.append(
+                        f"{self.name}: removed segment {name} after truncation"
+                    )
                     doomed = Segment(self.fs, self.directory, base, 1)
                     doomed.delete()
         for segment in self.segments[count:]:
@@ -305,7 +308,7 @@ class PartitionLog:
         With ``wait_durable`` (acks=all) and the default ``flush.ms=0`` the call returns
         only once the batches are fsynced. On any error nothing was written.
         """
-        with self._lock:
+        with self.lock:
             self._check_open()
             result = self._append_locked(records)
         if result.duplicate:
@@ -313,69 +316,73 @@ class PartitionLog:
         if self.config.flush_every_append:
             if wait_durable:
                 self.flush(up_to=result.last_offset + 1)
-        elif not self.config.flush_by_os:
-            if self.clock.monotonic_ms() - self._last_flush_ms >= self.config.flush_ms:
-                self.flush()
+        else:
+            self._flush_if_due()
         return result
 
     def _append_locked(self, records: Buffer) -> AppendResult:
+        # Runs once per produced batch: keep per-batch work to tuple fields and one writev.
+        config = self.config
         batches = split_batches(records)
+        idempotent = None
         for _, header in batches:
-            check_client_batch(header, self.config.max_message_bytes)
-        idempotent = [header for _, header in batches if header.is_idempotent]
-        if idempotent:
+            check_client_batch(header, config.max_message_bytes)
+            if header.producer_id >= 0 and header.base_sequence >= 0:
+                idempotent = header
+        if idempotent is not None:
             if len(batches) != 1:
                 raise InvalidRecordError(
                     "an idempotent producer must send one batch per partition per request"
                 )
-            original = self.producer_state.check(idempotent[0], topic_partition=self.name)
+            original = self.producer_state.check(idempotent, topic_partition=self.name)
             if original is not None:
                 return AppendResult(
                     original.base_offset, original.last_offset, -1, self.log_start_offset, True
                 )
-        total_bytes = sum(header.size for _, header in batches)
-        self._maybe_roll(total_bytes)
-        now_ms = self.clock.time_ms()
-        append_time_ms = now_ms if self.config.log_append_time else -1
+        self._maybe_roll(len(records))
+        segment = self.segments[-1]
+        append_time_ms = self.clock.time_ms() if config.log_append_time else -1
         view = memoryview(records)
+        leader_epoch = self.leader_epoch
         parts: list[Buffer] = []
-        assigned: list[BatchHeader] = []
-        next_offset = self.log_end_offset
+        placed: list[tuple[int, int, int, int]] = []
+        base_offset = next_offset = segment.next_offset
         for position, header in batches:
-            header = header._replace(base_offset=next_offset, leader_epoch=self.leader_epoch)
-            batch = view[position : position + header.size]
+            size = header.batch_length + BATCH_OVERHEAD_BYTES
+            batch = view[position : position + size]
+            max_timestamp = header.max_timestamp
             if append_time_ms >= 0:
                 batch = memoryview(with_log_append_time(batch, append_time_ms))
-                header = header._replace(max_timestamp=append_time_ms)
-            parts.append(assigned_prefix(next_offset, header.batch_length, self.leader_epoch))
+                max_timestamp = append_time_ms
+            parts.append(assigned_prefix(next_offset, header.batch_length, leader_epoch))
             parts.append(batch[16:])
-            assigned.append(header)
-            next_offset = header.next_offset
+            batch_next_offset = next_offset + header.last_offset_delta + 1
+            placed.append((next_offset, size, batch_next_offset, max_timestamp))
+            next_offset = batch_next_offset
         try:
-            self.active.append(parts, assigned)
+            segment.append(parts, placed)
         except OSError as error:
-            raise LogStorageError(f"{self.name}: appending to {self.active.path} failed: {error}") from error
-        for header in assigned:
+            raise LogStorageError(
+                f"{self.name}: appending to {segment.path} failed: {error}"
+            ) from error
+        for (_, header), (offset, *_rest) in zip(batches, placed, strict=True):
             if header.producer_id >= 0:
-                self.producer_state.update(header, now_ms)
-        return AppendResult(
-            assigned[0].base_offset, assigned[-1].last_offset, append_time_ms, self.log_start_offset
-        )
+                self.producer_state.update(header._replace(base_offset=offset), self.clock.time_ms())
+        return AppendResult(base_offset, next_offset - 1, append_time_ms, self.log_start_offset)
 
     def _maybe_roll(self, incoming_bytes: int) -> None:
-        active = self.active
-        if active.is_empty:
-            return
-        too_big = active.size + incoming_bytes > self.config.segment_bytes
-        too_old = (
+        active = self.segments[-1]
+        if active.next_offset == active.base_offset:
+            return  # never roll an empty segment
+        too_big = active.file.size() + incoming_bytes > self.config.segment_bytes
+        if too_big or (
             self.clock.monotonic_ms() - active.created_monotonic_ms >= self.config.segment_ms
-        )
-        if too_big or too_old:
+        ):
             self.roll()
 
     def roll(self) -> None:
         """Close the active segment (fsynced, indexes written) and start a new one."""
-        with self._lock:
+        with self.lock:
             old = self.active
             if old.is_empty:
                 return
@@ -416,15 +423,24 @@ class PartitionLog:
         with self._flush_lock:
             if target <= self._durable_offset:
                 return  # a concurrent flush covered us
-            with self._lock:
+            with self.lock:
                 end = self.log_end_offset
                 segment = self.active
             try:
                 segment.file.fsync()
             except OSError as error:
-                raise LogStorageError(f"{self.name}: fsync of {segment.path} failed: {error}") from error
+                raise LogStorageError(
+                    f"{self.name}: fsync of {segment.path} failed: {error}"
+                ) from error
             self._durable_offset = max(self._durable_offset, end)
             self._last_flush_ms = self.clock.monotonic_ms()
+
+    def _flush_if_due(self) -> None:
+        """Under ``flush.ms=N``: fsync when the last fsync is N ms old or more."""
+        if self.config.flush_by_os:
+            return
+        if self.clock.monotonic_ms() - self._last_flush_ms >= self.config.flush_ms:
+            self.flush()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -434,7 +450,7 @@ class PartitionLog:
         At least one batch is returned when any exists at ``offset``, even if it is larger
         than ``max_bytes`` (as Kafka does), so a consumer always makes progress.
         """
-        with self._lock:
+        with self.lock:
             self._check_open()
             if not self.log_start_offset <= offset <= self.log_end_offset:
                 raise OffsetOutOfRangeError(
@@ -460,7 +476,7 @@ class PartitionLog:
         while True:  # find the batch that holds ``offset``: headers only
             if end - position < HEADER_BYTES:
                 if segment.corrupt_from is not None:
-                    raise self._corruption(segment, end, offset, "damaged batch header")
+                    raise self.corruption_error(segment, end, offset, "damaged batch header")
                 return b""
             header = parse_header(segment.file.pread(HEADER_BYTES, position))
             self._check_structure(segment, header, position, end)
@@ -476,7 +492,7 @@ class PartitionLog:
             if cursor + header.size > len(chunk):
                 break
             if not crc_matches(chunk, cursor, header):
-                raise self._corruption(
+                raise self.corruption_error(
                     segment, position + cursor, header.base_offset, "CRC-32C mismatch"
                 )
             cursor += header.size
@@ -484,11 +500,19 @@ class PartitionLog:
         segment.remember_read(next_offset, position + cursor)
         return chunk if cursor == len(chunk) else chunk[:cursor]
 
-    def _check_structure(self, segment: Segment, header: BatchHeader, position: int, end: int) -> None:
-        if header.magic != 2 or header.batch_length < HEADER_BYTES - 12 or position + header.size > end:
-            raise self._corruption(segment, position, header.base_offset, "damaged batch header")
+    def _check_structure(
+        self, segment: Segment, header: BatchHeader, position: int, end: int
+    ) -> None:
+        damaged = header.magic != 2 or header.batch_length < HEADER_BYTES - BATCH_OVERHEAD_BYTES
+        if damaged or position + header.size > end:
+            raise self.corruption_error(
+                segment, position, header.base_offset, "damaged batch header"
+            )
 
-    def _corruption(self, segment: Segment, position: int, offset: int, reason: str) -> CorruptLogError:
+    def corruption_error(
+        self, segment: Segment, position: int, offset: int, reason: str
+    ) -> CorruptLogError:
+        """The error for damaged bytes at ``position`` in ``segment``."""
         return CorruptLogError(
             f"{reason} at byte {position}",
             path=segment.path,
@@ -499,7 +523,7 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is ≥ ``timestamp_ms``, or None."""
-        with self._lock:
+        with self.lock:
             for segment in self.segments:
                 if segment.max_timestamp < timestamp_ms:
                     continue
@@ -530,7 +554,7 @@ class PartitionLog:
 
     def delete_records(self, before_offset: int) -> int:
         """Raise the log start offset to ``before_offset`` (Kafka's DeleteRecords)."""
-        with self._lock:
+        with self.lock:
             self._check_open()
             if before_offset == -1:
                 before_offset = self.high_watermark
@@ -554,14 +578,18 @@ class PartitionLog:
 
     def apply_retention(self) -> int:
         """Delete old segments by ``retention.ms`` and ``retention.bytes``; count them."""
-        with self._lock:
+        with self.lock:
             self._check_open()
             if not self.config.delete:
                 return 0
             now_ms = self.clock.time_ms()
-            if self.config.retention_ms >= 0 and not self.active.is_empty:
-                if self.active.max_timestamp < now_ms - self.config.retention_ms:
-                    self.roll()  # an expired active segment must roll before it can go
+            active = self.active
+            if (
+                self.config.retention_ms >= 0
+                and not active.is_empty
+                and active.max_timestamp < now_ms - self.config.retention_ms
+            ):
+                self.roll()  # an expired active segment must roll before it can go
             deleted = 0
             size = sum(segment.size for segment in self.segments)
             while len(self.segments) > 1:
@@ -586,7 +614,7 @@ class PartitionLog:
 
     def truncate_to(self, offset: int) -> None:
         """Drop everything at and after ``offset`` (a batch boundary)."""
-        with self._lock:
+        with self.lock:
             while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
                 self.segments.pop().delete()
             self.active.truncate_to(offset)
@@ -602,10 +630,9 @@ class PartitionLog:
 
     def run_maintenance(self) -> None:
         """Periodic work the owner calls: interval flushes, time-based rolls, retention."""
-        if not (self.config.flush_every_append or self.config.flush_by_os):
-            if self.clock.monotonic_ms() - self._last_flush_ms >= self.config.flush_ms:
-                self.flush()
-        with self._lock:
+        if not self.config.flush_every_append:
+            self._flush_if_due()
+        with self.lock:
             if not self.active.is_empty and (
                 self.clock.monotonic_ms() - self.active.created_monotonic_ms
                 >= self.config.segment_ms
@@ -614,14 +641,14 @@ class PartitionLog:
         self.apply_retention()
 
     def reconfigure(self, config: TopicConfig) -> None:
-        with self._lock:
+        with self.lock:
             self.config = config
             for segment in self.segments:
                 segment.interval_bytes = config.index_interval_bytes
 
     def close(self) -> None:
         """Flush, write indexes and producer state, and mark the shutdown clean."""
-        with self._lock:
+        with self.lock:
             if self._closed:
                 return
             self.flush()
@@ -637,7 +664,7 @@ class PartitionLog:
         assert not self._closed, f"{self.name} is closed"
 
     def statistics(self) -> PartitionStatistics:
-        with self._lock:
+        with self.lock:
             return PartitionStatistics(
                 topic=self.topic,
                 partition=self.partition,

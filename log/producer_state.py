@@ -120,12 +120,11 @@ class ProducerStateTable:
         return len(expired)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            [
-                [entry.producer_id, entry.epoch, entry.last_append_ms, [list(b) for b in _rows(entry)]]
-                for entry in self.producers.values()
-            ]
-        ).encode()
+        rows = [
+            [entry.producer_id, entry.epoch, entry.last_append_ms, _rows(entry)]
+            for entry in self.producers.values()
+        ]
+        return json.dumps(rows).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ProducerStateTable:

@@ -98,24 +98,33 @@ class Segment:
 
     # -- appending ------------------------------------------------------------------------
 
-    def append(self, parts: list[Buffer], headers: list[BatchHeader]) -> None:
-        """Write whole batches (already offset-assigned) and index them."""
+    def append(self, parts: list[Buffer], batches: list[tuple[int, int, int, int]]) -> None:
+        """Write whole, offset-assigned batches and index them.
+
+        ``batches`` holds ``(base_offset, size, next_offset, max_timestamp)`` per batch.
+        """
         position = self.file.size()
         self.file.append(parts)
-        for header in headers:
-            self._track(header, position)
-            position += header.size
+        for base_offset, size, next_offset, max_timestamp in batches:
+            self._track(position, base_offset, size, next_offset, max_timestamp)
+            position += size
 
-    def _track(self, header: BatchHeader, position: int) -> None:
-        if not self._index_offsets or self._bytes_since_entry >= self.interval_bytes:
-            self._index_offsets.append(header.base_offset)
+    def _track_header(self, header: BatchHeader, position: int) -> None:
+        self._track(position, header.base_offset, header.size, header.next_offset,
+                    header.max_timestamp)
+
+    def _track(
+        self, position: int, base_offset: int, size: int, next_offset: int, max_timestamp: int
+    ) -> None:
+        if self._bytes_since_entry >= self.interval_bytes or not self._index_offsets:
+            self._index_offsets.append(base_offset)
             self._index_positions.append(position)
             self._index_max_ts_before.append(self.max_timestamp)
             self._bytes_since_entry = 0
-        self._bytes_since_entry += header.size
-        self.next_offset = header.next_offset
-        if header.max_timestamp > self.max_timestamp:
-            self.max_timestamp = header.max_timestamp
+        self._bytes_since_entry += size
+        self.next_offset = next_offset
+        if max_timestamp > self.max_timestamp:
+            self.max_timestamp = max_timestamp
 
     # -- scanning, recovery and index loading ----------------------------------------------
 
@@ -172,7 +181,7 @@ class Segment:
             if header.base_offset < self.next_offset:  # compacted logs may have gaps
                 stop = ScanStop(position, f"offset {header.base_offset} out of sequence")
                 break
-            self._track(header, position)
+            self._track_header(header, position)
         return stop
 
     def _reset_index(self) -> None:
@@ -228,10 +237,8 @@ class Segment:
         self.next_offset = offsets[-1]
         self.max_timestamp = max_ts[-1]
         self._bytes_since_entry = self.interval_bytes  # the last entry is re-added by the scan
-        stop = self.recover(last_position, check_crc=False)
-        if stop is not None:  # the bytes do not match the index; let the caller rebuild
-            return False
-        return True
+        # If the bytes after the last entry do not scan, the caller rebuilds the index.
+        return self.recover(last_position, check_crc=False) is None
 
     def write_index_files(self) -> None:
         index_path, time_path = self.index_paths()
