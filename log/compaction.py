@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from crc32c import crc32c
@@ -54,7 +55,7 @@ def compact_if_dirty(partition: PartitionLog) -> CompactionResult | None:
     ``min.cleanable.dirty.ratio``."""
     with partition.lock:
         closed = partition.segments[:-1]
-        if not closed:
+        if not closed or partition.failure is not None:
             return None
         state = _read_state(partition)
         clean_through = state.get("clean_through", 0)
@@ -68,6 +69,7 @@ def compact_if_dirty(partition: PartitionLog) -> CompactionResult | None:
 def compact(partition: PartitionLog) -> CompactionResult:
     """Compact ``partition``'s closed segments now."""
     with partition.lock:
+        partition.check_writable()
         closed = partition.segments[:-1]
         bytes_before = sum(segment.size for segment in closed)
         if not closed:
@@ -81,7 +83,9 @@ def compact(partition: PartitionLog) -> CompactionResult:
         new_segments: list[Segment] = []
         new_first_seen: dict[str, int] = {}
         for group in _groups(closed, partition.config.segment_bytes):
-            seen_ms = min(first_seen.get(str(s.base_offset), now_ms) for s in group)
+            # The latest first-cleaning time of the group: a never-cleaned segment merged
+            # into a cleaned one must not lose its tombstones before delete.retention.ms.
+            seen_ms = max(first_seen.get(str(s.base_offset), now_ms) for s in group)
             tombstones_expire = seen_ms + partition.config.delete_retention_ms <= now_ms
             parts: list[bytes] = []
             for segment in group:
@@ -114,10 +118,23 @@ def _latest_offsets(partition: PartitionLog) -> dict[bytes, int]:
         for position, header in _batches(partition, segment):
             if header.is_control or header.records_count == 0:
                 continue
-            for record in DefaultRecordBatch(segment.file.pread(header.size, position)):
+            for record in _decoded(segment.file.pread(header.size, position)) or ():
                 if record.key is not None:
                     latest[record.key] = record.offset
     return latest
+
+
+def _decoded(data: bytes) -> list[Any] | None:
+    """The batch's records, or None when they cannot be decoded.
+
+    Append checks framing and CRC only, so a client can store a batch whose records are
+    malformed or whose codec bits lie; compaction keeps such a batch verbatim (its keys
+    unknown, so nothing is dropped for them) instead of failing on every run.
+    """
+    try:
+        return list(DefaultRecordBatch(data))
+    except Exception:  # each codec raises its own types: aiokafka's, gzip's, cramjam's
+        return None
 
 
 def _batches(partition: PartitionLog, segment: Segment) -> list[tuple[int, BatchHeader]]:
@@ -156,7 +173,9 @@ def _clean_batch(
     """The batch with superseded records removed, and how many were removed."""
     if header.is_control or header.records_count == 0:
         return data, 0
-    records = list(DefaultRecordBatch(data))
+    records = _decoded(data)
+    if records is None:
+        return data, 0
     kept = [
         record
         for record in records

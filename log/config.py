@@ -101,6 +101,9 @@ class TopicConfig:
             changes[name] = _parse(key, raw, fields[name].type)
         if changes.get("flush_ms") == _LONG_MAX:
             changes["flush_ms"] = FLUSH_BY_OS
+        if "cleanup_policy" in changes:  # a list in Kafka: "delete,compact" is valid too
+            policies = sorted(set(changes["cleanup_policy"].split(",")))
+            changes["cleanup_policy"] = ",".join(policies)
         return dataclasses.replace(self, **changes)
 
     def to_kafka(self) -> dict[str, str]:

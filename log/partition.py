@@ -44,12 +44,15 @@ from .errors import (
 )
 from .fs import Buffer, Filesystem
 from .producer_state import ProducerStateTable
+from .recovery import CHECKPOINT_FILE, PartitionRecovery
 from .segment import ScanStop, Segment, segment_name
 
 __all__ = ["AppendResult", "PartitionLog", "PartitionStatistics", "ReadResult"]
 
-_CHECKPOINT = "partition.json"
 _SNAPSHOTS_KEPT = 2
+# Kafka's producer.id.expiration.ms: an idempotent producer silent this long is forgotten,
+# and may then start again at any sequence.
+PRODUCER_ID_EXPIRATION_MS = 24 * 3600 * 1000
 
 
 class AppendResult(NamedTuple):  # a tuple: one is made per append, on the hot path
@@ -81,7 +84,7 @@ class PartitionStatistics:
     producers: int
 
 
-class PartitionLog:
+class PartitionLog(PartitionRecovery):
     """The log of one partition. Open it with :meth:`open`."""
 
     def __init__(
@@ -109,13 +112,16 @@ class PartitionLog:
         self.lock = threading.RLock()  # held by every mutation, and by compaction
         self._flush_lock = threading.Lock()
         self._closed = False
+        # Set when an fsync fails: the kernel may have dropped the unsynced pages, so the
+        # partition takes no more writes until it is reopened and recovered (fsyncgate).
+        self.failure: LogStorageError | None = None
         self.recovery_notes: list[str] = []  # what opening repaired, for logs and tests
 
     @property
     def name(self) -> str:
         return f"{self.topic}/{self.partition}"
 
-    # -- opening and recovery -------------------------------------------------------------
+    # -- opening (recovery.py does the work) ------------------------------------------
 
     @classmethod
     def open(
@@ -132,107 +138,6 @@ class PartitionLog:
         log._load()
         return log
 
-    def _load(self) -> None:
-        checkpoint = self._read_checkpoint()
-        self.log_start_offset = checkpoint.get("log_start_offset", 0)
-        self.recovery_point = checkpoint.get("recovery_point", 0)
-        self.leader_epoch = checkpoint.get("leader_epoch", 0)
-        clean = bool(checkpoint.get("clean_shutdown", False))
-        names = self.fs.listdir(self.directory)
-        for name in names:
-            if name.endswith((".cleaned", ".tmp")):
-                self.fs.remove(f"{self.directory}/{name}")
-        for name in names:
-            if name.endswith(".swap"):
-                self._finish_swap(name)
-        bases = sorted(
-            int(name[:-4]) for name in self.fs.listdir(self.directory) if name.endswith(".log")
-        )
-        for position, base in enumerate(bases):
-            segment = Segment(self.fs, self.directory, base, self.config.index_interval_bytes)
-            segment.created_monotonic_ms = self.clock.monotonic_ms()
-            following = bases[position + 1] if position + 1 < len(bases) else None
-            self.segments.append(segment)
-            if not self._load_segment(segment, clean=clean, following_base=following):
-                break  # the log was truncated inside this segment: later ones go
-        self._drop_segments_after(len(self.segments))
-        if not self.segments:
-            base = max(self.log_start_offset, self.recovery_point)
-            self.segments.append(self._new_segment(base))
-        elif self.active.corrupt_from is not None:  # never append after damaged bytes
-            self.segments.append(self._new_segment(self.active.next_offset))
-        self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
-        self._durable_offset = self.log_end_offset if clean else self.recovery_point
-        self._durable_offset = min(self._durable_offset, self.log_end_offset)
-        self.recovery_point = min(self.recovery_point, self.log_end_offset)
-        self._load_producer_state()
-        self._write_checkpoint(clean_shutdown=False)
-
-    def _load_segment(self, segment: Segment, *, clean: bool, following_base: int | None) -> bool:
-        """Load one segment's index, recovering it if it may hold unsynced data.
-
-        A segment wholly before the recovery point is trusted: its index is loaded or
-        rebuilt from headers, and damage found there is kept and reported on read, never
-        truncated away. Other segments are checked batch by batch with their CRCs and cut
-        at the first bad one. Returns False when the segment was cut (its successors are
-        then invalid).
-        """
-        trusted = clean or (following_base is not None and following_base <= self.recovery_point)
-        if trusted and segment.load_index():
-            return True
-        stop = segment.recover(0, check_crc=not trusted)
-        if stop is None:
-            return True
-        if trusted or segment.next_offset < self.recovery_point:
-            segment.corrupt_from = (stop.position, segment.next_offset)
-            segment.next_offset = following_base if following_base is not None else max(
-                segment.next_offset, self.recovery_point
-            )
-            self.recovery_notes.append(
-                f"{self.name}: {segment.path} is damaged at byte {stop.position} before the "
-                f"recovery point ({stop.reason}); reads there will fail"
-            )
-            return True
-        segment.file.truncate(stop.position)
-        self.recovery_notes.append(
-            f"{self.name}: truncated {segment.path} at byte {stop.position} "
-            f"(offset {segment.next_offset}): {stop.reason}"
-        )
-        return False
-
-    def _drop_segments_after(self, count: int) -> None:
-        for name in self.fs.listdir(self.directory):
-            if name.endswith(".log") and int(name[:-4]) > (
-                self.segments[count - 1].base_offset if count else -1
-            ):
-                base = int(name[:-4])
-                if all(segment.base_offset != base for segment in self.segments[:count]):
-                    self.recovery_notes.append(
-                        f"{self.name}: removed segment {name} after truncation"
-                    )
-                    doomed = Segment(self.fs, self.directory, base, 1)
-                    doomed.delete()
-        for segment in self.segments[count:]:
-            segment.close()
-        del self.segments[count:]
-
-    def _finish_swap(self, name: str) -> None:
-        """Complete a compaction swap interrupted by a crash (see compaction.py)."""
-        from .compaction import finish_swap
-
-        finish_swap(self.fs, self.directory, name)
-
-    def _read_checkpoint(self) -> dict[str, int]:
-        path = f"{self.directory}/{_CHECKPOINT}"
-        if not self.fs.exists(path):
-            return {}
-        try:
-            data = json.loads(self.fs.read_file(path))
-        except ValueError:
-            self.recovery_notes.append(f"{self.name}: unreadable {_CHECKPOINT}, recovering all")
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def _write_checkpoint(self, *, clean_shutdown: bool) -> None:
         data = {
             "recovery_point": self.recovery_point,
@@ -240,44 +145,7 @@ class PartitionLog:
             "leader_epoch": self.leader_epoch,
             "clean_shutdown": clean_shutdown,
         }
-        self.fs.write_file_atomic(f"{self.directory}/{_CHECKPOINT}", json.dumps(data).encode())
-
-    def _load_producer_state(self) -> None:
-        snapshots = sorted(
-            int(name[:-9]) for name in self.fs.listdir(self.directory) if name.endswith(".snapshot")
-        )
-        start = self.log_start_offset
-        for offset in reversed(snapshots):
-            path = f"{self.directory}/{segment_name(offset, '.snapshot')}"
-            if offset > self.log_end_offset:
-                self.fs.remove(path)
-                continue
-            try:
-                self.producer_state = ProducerStateTable.from_bytes(self.fs.read_file(path))
-            except (ValueError, TypeError):
-                self.recovery_notes.append(f"{self.name}: ignored damaged snapshot {path}")
-                continue
-            start = offset
-            break
-        now_ms = self.clock.time_ms()
-        for header in self._headers_from(start):
-            if header.producer_id >= 0 and not header.is_control:
-                self.producer_state.update(header, now_ms)
-
-    def _headers_from(self, offset: int) -> list[BatchHeader]:
-        headers = []
-        for segment in self.segments:
-            if segment.next_offset <= offset:
-                continue
-            scan = segment.scan(
-                segment.floor_position(offset), check_crc=False, end=segment.readable_end
-            )
-            for item in scan:
-                if isinstance(item, ScanStop):
-                    break
-                if item[1].last_offset >= offset:
-                    headers.append(item[1])
-        return headers
+        self.fs.write_file_atomic(f"{self.directory}/{CHECKPOINT_FILE}", json.dumps(data).encode())
 
     # -- offsets --------------------------------------------------------------------------
 
@@ -306,13 +174,15 @@ class PartitionLog:
         """Validate and append the batches in ``records``; assign their offsets.
 
         With ``wait_durable`` (acks=all) and the default ``flush.ms=0`` the call returns
-        only once the batches are fsynced. On any error nothing was written.
+        only once the batches are fsynced. A refused batch (a typed error) or a failed
+        write leaves the log unchanged. A failed fsync raises :class:`LogStorageError` and
+        takes the partition offline: the batch is written but not acknowledged.
         """
         with self.lock:
-            self._check_open()
+            self.check_writable()
             result = self._append_locked(records)
-        if result.duplicate:
-            return result
+        if result.duplicate and self._durable_offset > result.last_offset:
+            return result  # else the original's fsync failed: the retry must wait for one
         if self.config.flush_every_append:
             if wait_durable:
                 self.flush(up_to=result.last_offset + 1)
@@ -367,7 +237,8 @@ class PartitionLog:
             ) from error
         for (_, header), (offset, *_rest) in zip(batches, placed, strict=True):
             if header.producer_id >= 0:
-                self.producer_state.update(header._replace(base_offset=offset), self.clock.time_ms())
+                assigned = header._replace(base_offset=offset)
+                self.producer_state.update(assigned, self.clock.time_ms())
         return AppendResult(base_offset, next_offset - 1, append_time_ms, self.log_start_offset)
 
     def _maybe_roll(self, incoming_bytes: int) -> None:
@@ -386,13 +257,17 @@ class PartitionLog:
             old = self.active
             if old.is_empty:
                 return
-            old.file.fsync()  # not under _flush_lock: flush() takes the locks the other way
-            old.write_index_files()
-            self.segments.append(self._new_segment(old.next_offset))
-            self._durable_offset = max(self._durable_offset, old.next_offset)
-            self.recovery_point = max(self.recovery_point, old.next_offset)
-            self._write_snapshot(old.next_offset)
-            self._write_checkpoint(clean_shutdown=False)
+            self.check_writable()
+            try:
+                old.file.fsync()  # not under _flush_lock: flush() takes the locks the other way
+                old.write_index_files()
+                self.segments.append(self._new_segment(old.next_offset))
+                self._durable_offset = max(self._durable_offset, old.next_offset)
+                self.recovery_point = max(self.recovery_point, old.next_offset)
+                self._write_snapshot(old.next_offset)
+                self._write_checkpoint(clean_shutdown=False)
+            except OSError as error:
+                raise self._go_offline(f"rolling {old.path} failed", error) from error
 
     def _new_segment(self, base_offset: int) -> Segment:
         segment = Segment(self.fs, self.directory, base_offset, self.config.index_interval_bytes)
@@ -424,14 +299,13 @@ class PartitionLog:
             if target <= self._durable_offset:
                 return  # a concurrent flush covered us
             with self.lock:
+                self.check_writable()
                 end = self.log_end_offset
                 segment = self.active
             try:
                 segment.file.fsync()
             except OSError as error:
-                raise LogStorageError(
-                    f"{self.name}: fsync of {segment.path} failed: {error}"
-                ) from error
+                raise self._go_offline(f"fsync of {segment.path} failed", error) from error
             self._durable_offset = max(self._durable_offset, end)
             self._last_flush_ms = self.clock.monotonic_ms()
 
@@ -461,7 +335,8 @@ class PartitionLog:
             for segment in self.segments[self._segment_index(offset) :]:
                 if segment.next_offset > offset:
                     records = self._read_segment(segment, offset, max_bytes)
-                    break
+                    if records:  # compaction may leave no batch at or after ``offset`` here
+                        break
             return ReadResult(
                 records, self.high_watermark, self.log_start_offset, self.log_end_offset
             )
@@ -479,7 +354,7 @@ class PartitionLog:
                     raise self.corruption_error(segment, end, offset, "damaged batch header")
                 return b""
             header = parse_header(segment.file.pread(HEADER_BYTES, position))
-            self._check_structure(segment, header, position, end)
+            self._check_structure(segment, header, position, end, offset)
             if header.last_offset >= offset:
                 break
             position += header.size
@@ -488,25 +363,33 @@ class PartitionLog:
         next_offset = offset
         while len(chunk) - cursor >= HEADER_BYTES:
             header = parse_header(chunk, cursor)
-            self._check_structure(segment, header, position + cursor, end)
-            if cursor + header.size > len(chunk):
-                break
-            if not crc_matches(chunk, cursor, header):
-                raise self.corruption_error(
-                    segment, position + cursor, header.base_offset, "CRC-32C mismatch"
-                )
+            try:
+                self._check_structure(segment, header, position + cursor, end, offset)
+                if cursor + header.size > len(chunk):
+                    break
+                if not crc_matches(chunk, cursor, header):
+                    raise self.corruption_error(
+                        segment, position + cursor, header.base_offset, "CRC-32C mismatch"
+                    )
+            except CorruptLogError:
+                if cursor == 0:
+                    raise
+                break  # hand out the intact batches before it; reading on from it raises
             cursor += header.size
             next_offset = header.next_offset
         segment.remember_read(next_offset, position + cursor)
         return chunk if cursor == len(chunk) else chunk[:cursor]
 
     def _check_structure(
-        self, segment: Segment, header: BatchHeader, position: int, end: int
+        self, segment: Segment, header: BatchHeader, position: int, end: int, wanted: int
     ) -> None:
         damaged = header.magic != 2 or header.batch_length < HEADER_BYTES - BATCH_OVERHEAD_BYTES
-        if damaged or position + header.size > end:
+        # baseOffset is outside the CRC: offsets past the segment's end mean it is damaged
+        if damaged or position + header.size > end or header.next_offset > segment.next_offset:
+            in_range = segment.base_offset <= header.base_offset < segment.next_offset
             raise self.corruption_error(
-                segment, position, header.base_offset, "damaged batch header"
+                segment, position, header.base_offset if in_range else wanted,
+                "damaged batch header",
             )
 
     def corruption_error(
@@ -531,23 +414,33 @@ class PartitionLog:
                     if isinstance(item, ScanStop):
                         break
                     position, header = item
-                    if header.max_timestamp < timestamp_ms or header.records_count == 0:
+                    if (
+                        header.max_timestamp < timestamp_ms
+                        or header.records_count == 0
+                        or header.last_offset < self.log_start_offset
+                    ):
                         continue
-                    found = self._first_record_at(segment, position, header, timestamp_ms)
+                    found = self._first_record_at(
+                        segment, position, header, timestamp_ms, self.log_start_offset
+                    )
                     if found is not None:
-                        return max(found, self.log_start_offset)
+                        return found
             return None
 
     @staticmethod
     def _first_record_at(
-        segment: Segment, position: int, header: BatchHeader, timestamp_ms: int
+        segment: Segment, position: int, header: BatchHeader, timestamp_ms: int, start: int
     ) -> int | None:
+        """The first record at or after offset ``start`` whose timestamp reaches the target;
+        records below the log start are deleted, whatever their timestamps."""
         if header.attributes & 0x08:  # LogAppendTime: every record has maxTimestamp
-            return header.base_offset
-        batch = DefaultRecordBatch(segment.file.pread(header.size, position))
-        for record in batch:
-            if record.timestamp >= timestamp_ms:
-                return int(record.offset)
+            return max(header.base_offset, start)
+        try:
+            for record in DefaultRecordBatch(segment.file.pread(header.size, position)):
+                if record.offset >= start and record.timestamp >= timestamp_ms:
+                    return int(record.offset)
+        except Exception:  # records append never decoded are malformed: answer with the
+            return max(header.base_offset, start)  # batch, whose maxTimestamp qualifies
         return None
 
     # -- deleting -------------------------------------------------------------------------
@@ -555,7 +448,7 @@ class PartitionLog:
     def delete_records(self, before_offset: int) -> int:
         """Raise the log start offset to ``before_offset`` (Kafka's DeleteRecords)."""
         with self.lock:
-            self._check_open()
+            self.check_writable()
             if before_offset == -1:
                 before_offset = self.high_watermark
             if not 0 <= before_offset <= self.high_watermark:
@@ -579,7 +472,7 @@ class PartitionLog:
     def apply_retention(self) -> int:
         """Delete old segments by ``retention.ms`` and ``retention.bytes``; count them."""
         with self.lock:
-            self._check_open()
+            self.check_writable()
             if not self.config.delete:
                 return 0
             now_ms = self.clock.time_ms()
@@ -615,6 +508,7 @@ class PartitionLog:
     def truncate_to(self, offset: int) -> None:
         """Drop everything at and after ``offset`` (a batch boundary)."""
         with self.lock:
+            self.check_writable()
             while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
                 self.segments.pop().delete()
             self.active.truncate_to(offset)
@@ -630,6 +524,8 @@ class PartitionLog:
 
     def run_maintenance(self) -> None:
         """Periodic work the owner calls: interval flushes, time-based rolls, retention."""
+        if self.failure is not None:
+            return  # offline until reopened
         if not self.config.flush_every_append:
             self._flush_if_due()
         with self.lock:
@@ -638,6 +534,7 @@ class PartitionLog:
                 >= self.config.segment_ms
             ):
                 self.roll()
+            self.producer_state.expire(self.clock.time_ms(), PRODUCER_ID_EXPIRATION_MS)
         self.apply_retention()
 
     def reconfigure(self, config: TopicConfig) -> None:
@@ -647,9 +544,18 @@ class PartitionLog:
                 segment.interval_bytes = config.index_interval_bytes
 
     def close(self) -> None:
-        """Flush, write indexes and producer state, and mark the shutdown clean."""
+        """Flush, write indexes and producer state, and mark the shutdown clean.
+
+        An offline partition (a failed fsync) only closes its files: its next open
+        recovers it like after a crash.
+        """
         with self.lock:
             if self._closed:
+                return
+            if self.failure is not None:
+                for segment in self.segments:
+                    segment.close()
+                self._closed = True
                 return
             self.flush()
             self.active.write_index_files()
@@ -662,6 +568,20 @@ class PartitionLog:
 
     def _check_open(self) -> None:
         assert not self._closed, f"{self.name} is closed"
+
+    def check_writable(self) -> None:
+        """Raise if the partition is closed or offline after a failed fsync."""
+        self._check_open()
+        if self.failure is not None:
+            raise LogStorageError(str(self.failure))
+
+    def _go_offline(self, what: str, error: OSError) -> LogStorageError:
+        self.failure = LogStorageError(
+            f"{self.name} is offline: {what}: {error}. Data written since the last "
+            "successful fsync may be lost, so the partition takes no writes until the log "
+            "is reopened (Log.reopen_partition), which recovers it from its durable state"
+        )
+        return self.failure
 
     def statistics(self) -> PartitionStatistics:
         with self.lock:

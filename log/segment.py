@@ -166,10 +166,14 @@ class Segment:
                     break
             position += offset_in_chunk
 
-    def recover(self, start: int = 0, *, check_crc: bool) -> ScanStop | None:
+    def recover(
+        self, start: int = 0, *, check_crc: bool, contiguous: bool = False
+    ) -> ScanStop | None:
         """Rebuild the index by scanning from ``start`` (a batch boundary whose index state
         is already loaded, or 0). Returns where and why the valid batches stop, or None if
-        the whole file is valid; the caller decides whether to truncate there."""
+        the whole file is valid; the caller decides whether to truncate there.
+
+        ``contiguous`` also stops at a gap in the offsets (only compaction makes gaps)."""
         if start == 0:
             self._reset_index()
         stop: ScanStop | None = None
@@ -178,7 +182,9 @@ class Segment:
                 stop = item
                 break
             position, header = item
-            if header.base_offset < self.next_offset:  # compacted logs may have gaps
+            if header.base_offset < self.next_offset or (  # compacted logs may have gaps
+                contiguous and header.base_offset != self.next_offset
+            ):
                 stop = ScanStop(position, f"offset {header.base_offset} out of sequence")
                 break
             self._track_header(header, position)
@@ -282,6 +288,14 @@ class Segment:
 
     def remember_read(self, next_offset: int, position: int) -> None:
         self._read_hint = (next_offset, position)
+
+    def forget_index_from(self, position: int) -> None:
+        """Drop the index entries at or after ``position`` (damaged bytes start there)."""
+        keep = bisect.bisect_left(self._index_positions, position)
+        del self._index_offsets[keep:]
+        del self._index_positions[keep:]
+        del self._index_max_ts_before[keep:]
+        self._read_hint = (-1, 0)
 
     def truncate_to(self, offset: int) -> None:
         """Drop every batch at or after ``offset`` (which must be a batch boundary)."""

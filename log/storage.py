@@ -12,6 +12,7 @@ Layout under the root folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -25,6 +26,7 @@ from .config import FLUSH_BY_OS, TopicConfig
 from .errors import (
     InvalidPartitionsError,
     InvalidTopicError,
+    LogError,
     TopicExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -33,8 +35,12 @@ from .partition import PartitionLog, PartitionStatistics
 
 __all__ = ["Log", "LogStatistics", "TopicInfo"]
 
+logger = logging.getLogger("streamer.log")
+
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
-_DELETED_PREFIX = ".deleted-"
+# "~" is not allowed in topic names, so no topic (".deleted-x" is a valid one) is ever
+# taken for the leftovers of an interrupted delete and wiped on open.
+_DELETED_PREFIX = "~deleted-"
 PARTITIONS_MAX = 10_000
 
 
@@ -108,6 +114,18 @@ class Log:
         """A log held in memory: nothing survives the process; fsync is moot."""
         config = default_config or TopicConfig(flush_ms=FLUSH_BY_OS)
         return cls.open("/memory", fs=MemoryFilesystem(), clock=clock, default_config=config)
+
+    @classmethod
+    def open_url(
+        cls, url: str, *, clock: Clock | None = None, default_config: TopicConfig | None = None
+    ) -> Log:
+        """Open a log by broker URL: ``memory://``, ``file://PATH`` or a plain path."""
+        if url == "memory://":
+            return cls.memory(clock=clock, default_config=default_config)
+        if url.startswith("kafka://"):
+            raise ValueError(f"{url!r} names a remote broker, not an embedded log")
+        path = url.removeprefix("file://")
+        return cls.open(path, clock=clock, default_config=default_config)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -234,6 +252,21 @@ class Log:
                 )
             return partitions[partition]
 
+    def reopen_partition(self, topic: str, partition: int) -> PartitionLog:
+        """Close and reopen one partition, recovering it as after a crash.
+
+        This brings a partition back after a failed fsync took it offline: recovery
+        checks everything after the last durable point and keeps what is intact.
+        """
+        with self._lock:
+            old = self.partition(topic, partition)
+            old.close()
+            fresh = PartitionLog.open(
+                self.fs, self.clock, old.directory, topic, partition, old.config
+            )
+            self._get(topic).partitions[partition] = fresh
+            return fresh
+
     def _get(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
@@ -255,9 +288,12 @@ class Log:
         from .compaction import compact_if_dirty
 
         for partition in self._all_partitions():
-            partition.run_maintenance()
-            if partition.config.compact:
-                compact_if_dirty(partition)
+            try:
+                partition.run_maintenance()
+                if partition.config.compact:
+                    compact_if_dirty(partition)
+            except LogError:  # one damaged partition must not stop the others' upkeep
+                logger.exception("maintenance of %s failed", partition.name)
 
     def flush(self) -> None:
         for partition in self._all_partitions():
