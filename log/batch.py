@@ -26,6 +26,7 @@ __all__ = [
     "HEADER_BYTES",
     "BatchHeader",
     "build_empty_batch",
+    "frame_client_batches",
     "parse_header",
     "split_batches",
 ]
@@ -44,6 +45,7 @@ ATTRIBUTE_TRANSACTIONAL = 0x10
 ATTRIBUTE_CONTROL = 0x20
 ATTRIBUTE_DELETE_HORIZON = 0x40
 _CODEC_MAX = 4  # zstd
+_ATTRIBUTES_REFUSED = ATTRIBUTE_CONTROL | ATTRIBUTE_DELETE_HORIZON
 
 
 class BatchHeader(NamedTuple):
@@ -106,7 +108,33 @@ def split_batches(records: bytes | bytearray | memoryview) -> list[tuple[int, Ba
     Returns ``(position, header)`` pairs. Raises :class:`CorruptRecordError` on anything
     that is not a whole, intact v2 batch; the caller has written nothing yet.
     """
-    # This runs for every produced batch: plain tuple fields, no properties.
+    return [(position, BatchHeader._make(fields)) for position, fields in _frame(records)]
+
+
+def frame_client_batches(
+    records: bytes | bytearray | memoryview, max_message_bytes: int
+) -> list[tuple[int, tuple[int, ...]]]:
+    """:func:`split_batches` plus :func:`check_client_batch`, for the append path.
+
+    Returns ``(position, fields)`` with the header's fields as a plain tuple, in
+    :class:`BatchHeader` order: this runs for every produced batch.
+    """
+    batches = _frame(records)
+    for _, fields in batches:
+        attributes = fields[5]
+        if (  # anything unusual goes to check_client_batch, which names the problem
+            attributes & _ATTRIBUTES_REFUSED
+            or attributes & ATTRIBUTE_CODEC_MASK > _CODEC_MAX
+            or fields[12] < 1
+            or fields[6] != fields[12] - 1
+            or (attributes & ATTRIBUTE_TRANSACTIONAL and fields[9] < 0)
+            or fields[1] + BATCH_OVERHEAD_BYTES > max_message_bytes
+        ):
+            check_client_batch(BatchHeader._make(fields), max_message_bytes)
+    return batches
+
+
+def _frame(records: bytes | bytearray | memoryview) -> list[tuple[int, tuple[int, ...]]]:
     total = len(records)
     if total == 0:
         raise CorruptRecordError("empty records: a produce must carry at least one batch")
@@ -119,37 +147,27 @@ def split_batches(records: bytes | bytearray | memoryview) -> list[tuple[int, Ba
                 f"truncated batch at byte {position}: {total - position} bytes left, "
                 f"a v2 batch header needs {HEADER_BYTES}"
             )
-        header = BatchHeader._make(_unpack_header(view, position))
-        if header[3] != 2:
+        fields = _unpack_header(view, position)
+        if fields[3] != 2:
             raise CorruptRecordError(
-                f"batch at byte {position} has magic {header.magic}; only v2 batches "
+                f"batch at byte {position} has magic {fields[3]}; only v2 batches "
                 "(magic 2) are accepted, so use a client that speaks Kafka 0.11 or later"
             )
-        end = position + header[1] + BATCH_OVERHEAD_BYTES
-        if header[1] < _MIN_BATCH_LENGTH or end > total:
+        end = position + fields[1] + BATCH_OVERHEAD_BYTES
+        if fields[1] < _MIN_BATCH_LENGTH or end > total:
             raise CorruptRecordError(
-                f"batch at byte {position} declares batchLength {header.batch_length} but "
+                f"batch at byte {position} declares batchLength {fields[1]} but "
                 f"{total - position - BATCH_OVERHEAD_BYTES} bytes follow"
             )
-        if crc32c(view[position + _CRC_START : end]) != header[4]:
+        if crc32c(view[position + _CRC_START : end]) != fields[4]:
             raise CorruptRecordError(f"batch at byte {position} fails its CRC-32C check")
-        batches.append((position, header))
+        batches.append((position, fields))
         position = end
     return batches
 
 
 def check_client_batch(header: BatchHeader, max_message_bytes: int) -> None:
     """Refuse what a producer may not write; framing and CRC were checked already."""
-    attributes = header.attributes
-    if not (  # the common case in one test; the checks below say what is wrong
-        attributes & (ATTRIBUTE_CONTROL | ATTRIBUTE_DELETE_HORIZON)
-        or attributes & ATTRIBUTE_CODEC_MASK > _CODEC_MAX
-        or header.records_count < 1
-        or header.last_offset_delta != header.records_count - 1
-        or (attributes & ATTRIBUTE_TRANSACTIONAL and header.producer_id < 0)
-        or header.batch_length + BATCH_OVERHEAD_BYTES > max_message_bytes
-    ):
-        return
     if header.attributes & ATTRIBUTE_CONTROL:
         raise InvalidRecordError(
             "control batches are written only by the log's transaction coordinator"

@@ -28,10 +28,9 @@ from .batch import (
     HEADER_BYTES,
     BatchHeader,
     assigned_prefix,
-    check_client_batch,
     crc_matches,
+    frame_client_batches,
     parse_header,
-    split_batches,
     with_log_append_time,
 )
 from .clock import Clock
@@ -191,55 +190,91 @@ class PartitionLog(PartitionRecovery):
         return result
 
     def _append_locked(self, records: Buffer) -> AppendResult:
-        # Runs once per produced batch: keep per-batch work to tuple fields and one writev.
+        # Runs once per produced batch: header fields as plain tuples, one writev.
+        # Field indexes follow BatchHeader: 1 batchLength, 6 lastOffsetDelta,
+        # 8 maxTimestamp, 9 producerId, 11 baseSequence.
         config = self.config
-        batches = split_batches(records)
-        idempotent = None
-        for _, header in batches:
-            check_client_batch(header, config.max_message_bytes)
-            if header.producer_id >= 0 and header.base_sequence >= 0:
-                idempotent = header
-        if idempotent is not None:
+        batches = frame_client_batches(records, config.max_message_bytes)
+        for _, fields in batches:
+            if fields[9] >= 0:  # a producer id: idempotence, producer state
+                return self._append_from_producer(records, batches)
+        self._maybe_roll(len(records))
+        segment = self.segments[-1]
+        base_offset = segment.next_offset
+        leader_epoch = self.leader_epoch
+        view = memoryview(records)
+        if len(batches) == 1 and not config.log_append_time:  # the usual produce
+            fields = batches[0][1]
+            next_offset = base_offset + fields[6] + 1
+            self._write(
+                segment,
+                [assigned_prefix(base_offset, fields[1], leader_epoch), view[16:]],
+                [(base_offset, len(records), next_offset, fields[8])],
+            )
+            return AppendResult(base_offset, next_offset - 1, -1, self.log_start_offset)
+        parts, placed, append_time_ms = self._assign(view, batches, base_offset)
+        self._write(segment, parts, placed)
+        return AppendResult(base_offset, placed[-1][2] - 1, append_time_ms, self.log_start_offset)
+
+    def _append_from_producer(
+        self, records: Buffer, batches: list[tuple[int, tuple[int, ...]]]
+    ) -> AppendResult:
+        """Append batches that carry a producer id, checking idempotence first."""
+        headers = [BatchHeader._make(fields) for _, fields in batches]
+        idempotent = [header for header in headers if header.is_idempotent]
+        if idempotent:
             if len(batches) != 1:
                 raise InvalidRecordError(
                     "an idempotent producer must send one batch per partition per request"
                 )
-            original = self.producer_state.check(idempotent, topic_partition=self.name)
+            original = self.producer_state.check(idempotent[0], topic_partition=self.name)
             if original is not None:
                 return AppendResult(
                     original.base_offset, original.last_offset, -1, self.log_start_offset, True
                 )
         self._maybe_roll(len(records))
         segment = self.segments[-1]
-        append_time_ms = self.clock.time_ms() if config.log_append_time else -1
-        view = memoryview(records)
-        leader_epoch = self.leader_epoch
+        base_offset = segment.next_offset
+        parts, placed, append_time_ms = self._assign(memoryview(records), batches, base_offset)
+        self._write(segment, parts, placed)
+        now_ms = self.clock.time_ms()
+        for header, (offset, *_) in zip(headers, placed, strict=True):
+            if header.producer_id >= 0:
+                self.producer_state.update(header._replace(base_offset=offset), now_ms)
+        return AppendResult(base_offset, placed[-1][2] - 1, append_time_ms, self.log_start_offset)
+
+    def _assign(
+        self, view: memoryview, batches: list[tuple[int, tuple[int, ...]]], base_offset: int
+    ) -> tuple[list[Buffer], list[tuple[int, int, int, int]], int]:
+        """The bytes to write, with offsets assigned, and each batch's placement
+        ``(base_offset, size, next_offset, max_timestamp)``."""
+        append_time_ms = self.clock.time_ms() if self.config.log_append_time else -1
         parts: list[Buffer] = []
         placed: list[tuple[int, int, int, int]] = []
-        base_offset = next_offset = segment.next_offset
-        for position, header in batches:
-            size = header.batch_length + BATCH_OVERHEAD_BYTES
+        next_offset = base_offset
+        for position, fields in batches:
+            size = fields[1] + BATCH_OVERHEAD_BYTES
             batch = view[position : position + size]
-            max_timestamp = header.max_timestamp
+            max_timestamp = fields[8]
             if append_time_ms >= 0:
                 batch = memoryview(with_log_append_time(batch, append_time_ms))
                 max_timestamp = append_time_ms
-            parts.append(assigned_prefix(next_offset, header.batch_length, leader_epoch))
+            parts.append(assigned_prefix(next_offset, fields[1], self.leader_epoch))
             parts.append(batch[16:])
-            batch_next_offset = next_offset + header.last_offset_delta + 1
+            batch_next_offset = next_offset + fields[6] + 1
             placed.append((next_offset, size, batch_next_offset, max_timestamp))
             next_offset = batch_next_offset
+        return parts, placed, append_time_ms
+
+    def _write(
+        self, segment: Segment, parts: list[Buffer], placed: list[tuple[int, int, int, int]]
+    ) -> None:
         try:
             segment.append(parts, placed)
-        except OSError as error:
+        except OSError as error:  # the handle truncated back: nothing partial stays
             raise LogStorageError(
                 f"{self.name}: appending to {segment.path} failed: {error}"
             ) from error
-        for (_, header), (offset, *_rest) in zip(batches, placed, strict=True):
-            if header.producer_id >= 0:
-                assigned = header._replace(base_offset=offset)
-                self.producer_state.update(assigned, self.clock.time_ms())
-        return AppendResult(base_offset, next_offset - 1, append_time_ms, self.log_start_offset)
 
     def _maybe_roll(self, incoming_bytes: int) -> None:
         active = self.segments[-1]
