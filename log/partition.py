@@ -178,7 +178,8 @@ class PartitionLog(PartitionRecovery):
         takes the partition offline: the batch is written but not acknowledged.
         """
         with self.lock:
-            self.check_writable()
+            if self._closed or self.failure is not None:
+                self.check_writable()
             result = self._append_locked(records)
         if result.duplicate and self._durable_offset > result.last_offset:
             return result  # else the original's fsync failed: the retry must wait for one
@@ -206,11 +207,13 @@ class PartitionLog(PartitionRecovery):
         if len(batches) == 1 and not config.log_append_time:  # the usual produce
             fields = batches[0][1]
             next_offset = base_offset + fields[6] + 1
-            self._write(
-                segment,
-                [assigned_prefix(base_offset, fields[1], leader_epoch), view[16:]],
-                [(base_offset, len(records), next_offset, fields[8])],
-            )
+            try:
+                segment.append(
+                    [assigned_prefix(base_offset, fields[1], leader_epoch), view[16:]],
+                    [(base_offset, len(records), next_offset, fields[8])],
+                )
+            except OSError as error:
+                raise self._write_failed(segment, error) from error
             return AppendResult(base_offset, next_offset - 1, -1, self.log_start_offset)
         parts, placed, append_time_ms = self._assign(view, batches, base_offset)
         self._write(segment, parts, placed)
@@ -271,10 +274,12 @@ class PartitionLog(PartitionRecovery):
     ) -> None:
         try:
             segment.append(parts, placed)
-        except OSError as error:  # the handle truncated back: nothing partial stays
-            raise LogStorageError(
-                f"{self.name}: appending to {segment.path} failed: {error}"
-            ) from error
+        except OSError as error:
+            raise self._write_failed(segment, error) from error
+
+    def _write_failed(self, segment: Segment, error: OSError) -> LogStorageError:
+        # The file handle truncated the partial write away: the log is unchanged.
+        return LogStorageError(f"{self.name}: appending to {segment.path} failed: {error}")
 
     def _maybe_roll(self, incoming_bytes: int) -> None:
         active = self.segments[-1]
