@@ -18,7 +18,6 @@ first one's name. Opening a partition finishes a ``.swap`` and discards a ``.cle
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from .batch import (
     BatchHeader,
     build_empty_batch,
 )
-from .fs import Filesystem
+from .fs import Filesystem, read_json_object, write_json
 from .partition import PartitionLog
 from .segment import ScanStop, Segment, segment_name
 
@@ -276,17 +275,8 @@ def finish_swap(fs: Filesystem, directory: str, name: str, bases: list[int] | No
 
 
 def _read_state(partition: PartitionLog) -> dict:  # type: ignore[type-arg]
-    path = f"{partition.directory}/{_CLEANER_STATE}"
-    if not partition.fs.exists(path):
-        return {}
-    try:
-        data = json.loads(partition.fs.read_file(path))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(partition.fs, f"{partition.directory}/{_CLEANER_STATE}") or {}
 
 
 def _write_state(partition: PartitionLog, state: dict) -> None:  # type: ignore[type-arg]
-    partition.fs.write_file_atomic(
-        f"{partition.directory}/{_CLEANER_STATE}", json.dumps(state).encode()
-    )
+    write_json(partition.fs, f"{partition.directory}/{_CLEANER_STATE}", state)

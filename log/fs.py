@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import random
 import shutil
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["FileHandle", "Filesystem", "MemoryFilesystem", "OsFilesystem"]
+__all__ = [
+    "FileHandle",
+    "Filesystem",
+    "MemoryFilesystem",
+    "OsFilesystem",
+    "read_json_object",
+    "write_json",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -88,6 +96,22 @@ _FALLOC_FL_KEEP_SIZE = 1
 # an fsync per MiB ~20%). Small files reserve nothing; close() gives the reserve back.
 PREALLOCATE_FROM_BYTES = 1 << 20
 PREALLOCATE_BYTES_MAX = 16 << 20
+
+
+def read_json_object(fs: Filesystem, path: str) -> dict[str, Any] | None:
+    """The JSON object stored in ``path``, or None if the file is missing or damaged."""
+    if not fs.exists(path):
+        return None
+    try:
+        data = json.loads(fs.read_file(path))
+    except ValueError:  # torn or garbage bytes (UnicodeDecodeError is a ValueError too)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(fs: Filesystem, path: str, value: dict[str, Any]) -> None:
+    """Replace ``path`` with ``value`` as JSON, atomically."""
+    fs.write_file_atomic(path, json.dumps(value).encode())
 
 
 class _OsFile:

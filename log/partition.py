@@ -16,7 +16,6 @@ Files in the partition's directory::
 from __future__ import annotations
 
 import bisect
-import json
 import threading
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -41,7 +40,7 @@ from .errors import (
     LogStorageError,
     OffsetOutOfRangeError,
 )
-from .fs import Buffer, Filesystem
+from .fs import Buffer, Filesystem, write_json
 from .producer_state import ProducerStateTable
 from .recovery import CHECKPOINT_FILE, PartitionRecovery
 from .segment import ScanStop, Segment, segment_name
@@ -144,7 +143,7 @@ class PartitionLog(PartitionRecovery):
             "leader_epoch": self.leader_epoch,
             "clean_shutdown": clean_shutdown,
         }
-        self.fs.write_file_atomic(f"{self.directory}/{CHECKPOINT_FILE}", json.dumps(data).encode())
+        write_json(self.fs, f"{self.directory}/{CHECKPOINT_FILE}", data)
 
     # -- offsets --------------------------------------------------------------------------
 

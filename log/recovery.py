@@ -14,13 +14,12 @@ which inherits them; it is not used on its own.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from .batch import BatchHeader
 from .clock import Clock
 from .config import TopicConfig
-from .fs import Filesystem
+from .fs import Filesystem, read_json_object
 from .producer_state import ProducerStateTable
 from .segment import ScanStop, Segment, segment_name
 
@@ -212,15 +211,11 @@ class PartitionRecovery:
         path = f"{self.directory}/{CHECKPOINT_FILE}"
         if not self.fs.exists(path):
             return {}
-        try:
-            data = json.loads(self.fs.read_file(path))
-        except ValueError:
-            self.recovery_notes.append(f"{self.name}: unreadable {CHECKPOINT_FILE}, recovering all")
-            return {}
+        data = read_json_object(self.fs, path)
         offsets = ("recovery_point", "log_start_offset", "leader_epoch")
-        if not isinstance(data, dict) or any(
+        if data is None or any(
             type(data.get(key, 0)) is not int or data.get(key, 0) < 0 for key in offsets
-        ):  # well-formed JSON, but not a checkpoint: trust none of it
+        ):  # damaged, or well-formed JSON but not a checkpoint: trust none of it
             self.recovery_notes.append(f"{self.name}: invalid {CHECKPOINT_FILE}, recovering all")
             return {}
         return data

@@ -11,7 +11,6 @@ Layout under the root folder::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,10 +26,11 @@ from .errors import (
     InvalidPartitionsError,
     InvalidTopicError,
     LogError,
+    LogStorageError,
     TopicExistsError,
     UnknownTopicOrPartitionError,
 )
-from .fs import Filesystem, MemoryFilesystem, OsFilesystem
+from .fs import Filesystem, MemoryFilesystem, OsFilesystem, read_json_object, write_json
 from .partition import PartitionLog, PartitionStatistics
 
 __all__ = ["Log", "LogStatistics", "TopicInfo"]
@@ -145,8 +145,17 @@ class Log:
             meta_path = f"{path}/topic.json"
             if not self.fs.exists(meta_path):
                 continue  # a creation interrupted before its metadata was written
-            meta = json.loads(self.fs.read_file(meta_path))
-            self._open_topic(name, meta["partitions"], meta["overrides"])
+            meta = read_json_object(self.fs, meta_path)
+            count = meta and meta.get("partitions")
+            overrides = meta and meta.get("overrides")
+            if type(count) is not int or count < 1 or not isinstance(overrides, dict):
+                # Guessing would be worse: a lost cleanup.policy=compact would let retention
+                # delete a changelog. The operator restores the file or deletes the topic.
+                raise LogStorageError(
+                    f"{meta_path} is damaged, so topic {name!r} cannot be opened: restore "
+                    f"it (partition count and config overrides) or delete {path}"
+                )
+            self._open_topic(name, count, overrides)
 
     def _open_topic(self, name: str, count: int, overrides: dict[str, str]) -> _Topic:
         config = self.default_config.with_changes(overrides)
@@ -162,7 +171,7 @@ class Log:
 
     def _write_meta(self, name: str, count: int, overrides: Mapping[str, str]) -> None:
         meta = {"partitions": count, "overrides": dict(overrides)}
-        self.fs.write_file_atomic(f"{self._topic_dir(name)}/topic.json", json.dumps(meta).encode())
+        write_json(self.fs, f"{self._topic_dir(name)}/topic.json", meta)
 
     def create_topic(
         self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None

@@ -12,6 +12,7 @@ from streamer.log import (
     InvalidTopicError,
     Log,
     LogStatistics,
+    LogStorageError,
     ManualClock,
     MemoryFilesystem,
     PartitionStatistics,
@@ -324,3 +325,17 @@ def test_statistics_snapshots(log: Log, clock: ManualClock) -> None:
         a0.log_end_offset = 0  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.topics = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[]", b'{"partitions": 0}',
+                                    b'{"partitions": 2, "overrides": "x"}'])
+def test_damaged_topic_metadata_is_refused_with_a_clear_error(
+    tmp_path: Path, damage: bytes
+) -> None:
+    with Log.open(tmp_path) as log:
+        log.create_topic("changelog", 2, {"cleanup.policy": "compact"})
+        log.create_topic("other", 1)
+    (tmp_path / "topics" / "changelog" / "topic.json").write_bytes(damage)
+    with pytest.raises(LogStorageError, match=r"topic\.json is damaged.*'changelog'"):
+        Log.open(tmp_path)
+    assert (tmp_path / "topics" / "changelog" / "0").is_dir()  # nothing was deleted
