@@ -82,6 +82,11 @@ def compact(partition: PartitionLog) -> CompactionResult:
         new_segments: list[Segment] = []
         new_first_seen: dict[str, int] = {}
         for group in _groups(closed, partition.config.segment_bytes):
+            if group[0].corrupt_from is not None:
+                # Damaged bytes stay as they are, reported on read; rewriting the segment
+                # would silently drop the damage and the intact batches after it.
+                new_segments.append(group[0])
+                continue
             # The latest first-cleaning time of the group: a never-cleaned segment merged
             # into a cleaned one must not lose its tombstones before delete.retention.ms.
             seen_ms = max(first_seen.get(str(s.base_offset), now_ms) for s in group)
@@ -97,9 +102,16 @@ def compact(partition: PartitionLog) -> CompactionResult:
                     removed += dropped
                     if kept:
                         parts.append(kept)
-            new_segments.append(_swap(partition, group, parts))
+            try:
+                cleaned = _swap(partition, group, parts)
+            except OSError as error:
+                # Past the swap's commit point the files on disk and the open segments
+                # disagree: reopening finishes or drops the swap, so go offline until then.
+                raise partition.go_offline("compaction failed", error) from error
+            start = partition.segments.index(group[0])
+            partition.segments[start : start + len(group)] = [cleaned]
+            new_segments.append(cleaned)
             new_first_seen[str(group[0].base_offset)] = seen_ms
-        partition.segments[: len(closed)] = new_segments
         state = {"clean_through": partition.active.base_offset, "first_seen_ms": new_first_seen}
         _write_state(partition, state)
         return CompactionResult(
@@ -225,8 +237,11 @@ def _restore_header(batch: bytearray, original: BatchHeader) -> bytes:
 def _swap(partition: PartitionLog, group: list[Segment], parts: list[bytes]) -> Segment:
     fs, directory = partition.fs, partition.directory
     base = group[0].base_offset
-    cleaned = f"{directory}/{segment_name(base, '.log.cleaned')}"
-    swap = f"{directory}/{segment_name(base, '.log.swap')}"
+    # The swap's name carries the end of the offsets it replaces, so that a crash after the
+    # commit point removes exactly the group's old segments, emptied ones included.
+    stem = f"{segment_name(base, '')}-{segment_name(group[-1].next_offset, '')}"
+    cleaned = f"{directory}/{stem}.log.cleaned"
+    swap = f"{directory}/{stem}.log.swap"
     handle = fs.open(cleaned)
     if parts:
         handle.append(parts)
@@ -236,7 +251,7 @@ def _swap(partition: PartitionLog, group: list[Segment], parts: list[bytes]) -> 
     fs.fsync_dir(directory)
     for segment in group:
         segment.close()
-    finish_swap(fs, directory, segment_name(base, ".log.swap"), [s.base_offset for s in group])
+    finish_swap(fs, directory, f"{stem}.log.swap", [s.base_offset for s in group])
     segment = Segment(fs, directory, base, partition.config.index_interval_bytes)
     segment.recover(0, check_crc=True)
     segment.next_offset = max(segment.next_offset, group[-1].next_offset)
@@ -247,11 +262,20 @@ def _swap(partition: PartitionLog, group: list[Segment], parts: list[bytes]) -> 
 def finish_swap(fs: Filesystem, directory: str, name: str, bases: list[int] | None = None) -> None:
     """Replace the segments a ``.swap`` file covers with it.
 
-    Without ``bases`` (after a crash) the covered segments are those from the swap's base
-    up to the last offset in the swap file.
+    Without ``bases`` (after a crash) the covered segments are those whose base lies
+    between the two offsets in the name (``<base>-<end>.log.swap``); a name with the base
+    alone covers up to the last offset in the swap file.
     """
-    base = int(name.split(".")[0])
+    stem = name.split(".")[0]
+    base = int(stem.split("-")[0])
     swap_path = f"{directory}/{name}"
+    if bases is None and "-" in stem:
+        end = int(stem.split("-")[1])
+        bases = [
+            int(entry[:-4])
+            for entry in fs.listdir(directory)
+            if entry.endswith(".log") and base <= int(entry[:-4]) < end
+        ]
     if bases is None:
         last_offset = base
         probe = Segment(fs, directory, base, 1, path=swap_path)

@@ -37,6 +37,7 @@ from .config import TopicConfig
 from .errors import (
     CorruptLogError,
     InvalidRecordError,
+    LogError,
     LogStorageError,
     OffsetOutOfRangeError,
 )
@@ -306,7 +307,7 @@ class PartitionLog(PartitionRecovery):
                 self._write_snapshot(old.next_offset)
                 self._write_checkpoint(clean_shutdown=False)
             except OSError as error:
-                raise self._go_offline(f"rolling {old.path} failed", error) from error
+                raise self.go_offline(f"rolling {old.path} failed", error) from error
 
     def _new_segment(self, base_offset: int) -> Segment:
         segment = Segment(self.fs, self.directory, base_offset, self.config.index_interval_bytes)
@@ -344,8 +345,9 @@ class PartitionLog(PartitionRecovery):
             try:
                 segment.file.fsync()
             except OSError as error:
-                raise self._go_offline(f"fsync of {segment.path} failed", error) from error
-            self._durable_offset = max(self._durable_offset, end)
+                raise self.go_offline(f"fsync of {segment.path} failed", error) from error
+            with self.lock:  # roll() and truncate_to() move it too
+                self._durable_offset = min(max(self._durable_offset, end), self.log_end_offset)
             self._last_flush_ms = self.clock.monotonic_ms()
 
     def _flush_if_due(self) -> None:
@@ -546,11 +548,14 @@ class PartitionLog(PartitionRecovery):
 
     def truncate_to(self, offset: int) -> None:
         """Drop everything at and after ``offset`` (a batch boundary)."""
-        with self.lock:
+        with self._flush_lock, self.lock:  # no fsync may count the dropped offsets durable
             self.check_writable()
             while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
                 self.segments.pop().delete()
             self.active.truncate_to(offset)
+            for name in self.fs.listdir(self.directory):  # producer state past the new end
+                if name.endswith(".snapshot") and int(name[:-9]) > self.log_end_offset:
+                    self.fs.remove(f"{self.directory}/{name}")
             self._durable_offset = min(self._durable_offset, self.log_end_offset)
             self.recovery_point = min(self.recovery_point, self.log_end_offset)
             self.producer_state = ProducerStateTable()
@@ -588,7 +593,8 @@ class PartitionLog(PartitionRecovery):
         An offline partition (a failed fsync) only closes its files: its next open
         recovers it like after a crash.
         """
-        with self.lock:
+        # _flush_lock first, as flush() takes them: no fsync is under way while closing.
+        with self._flush_lock, self.lock:
             if self._closed:
                 return
             if self.failure is not None:
@@ -596,7 +602,12 @@ class PartitionLog(PartitionRecovery):
                     segment.close()
                 self._closed = True
                 return
-            self.flush()
+            if self._durable_offset < self.log_end_offset:
+                try:
+                    self.active.file.fsync()
+                except OSError as error:
+                    raise self.go_offline("fsync at close failed", error) from error
+                self._durable_offset = self.log_end_offset
             self.active.write_index_files()
             self.recovery_point = self.log_end_offset
             self._write_snapshot(self.log_end_offset)
@@ -606,7 +617,8 @@ class PartitionLog(PartitionRecovery):
             self._closed = True
 
     def _check_open(self) -> None:
-        assert not self._closed, f"{self.name} is closed"
+        if self._closed:  # e.g. reopen_partition replaced it while another thread held it
+            raise LogError(f"{self.name} is closed")
 
     def check_writable(self) -> None:
         """Raise if the partition is closed or offline after a failed fsync."""
@@ -614,7 +626,7 @@ class PartitionLog(PartitionRecovery):
         if self.failure is not None:
             raise LogStorageError(str(self.failure))
 
-    def _go_offline(self, what: str, error: OSError) -> LogStorageError:
+    def go_offline(self, what: str, error: OSError) -> LogStorageError:
         self.failure = LogStorageError(
             f"{self.name} is offline: {what}: {error}. Data written since the last "
             "successful fsync may be lost, so the partition takes no writes until the log "
