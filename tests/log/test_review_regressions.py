@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 import streamer.log.compaction as compaction
 from streamer.log import (
     CorruptLogError,
