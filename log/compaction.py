@@ -143,9 +143,14 @@ def _decoded(data: bytes) -> list[Any] | None:
     unknown, so nothing is dropped for them) instead of failing on every run.
     """
     try:
-        return list(DefaultRecordBatch(data))
+        batch = DefaultRecordBatch(data)
+        records = list(batch)
     except Exception:  # each codec raises its own types: aiokafka's, gzip's, cramjam's
         return None
+    last_offset = batch.base_offset + batch.last_offset_delta
+    if any(not batch.base_offset <= record.offset <= last_offset for record in records):
+        return None  # records that disagree with their header: treat as undecodable
+    return records
 
 
 def _batches(partition: PartitionLog, segment: Segment) -> list[tuple[int, BatchHeader]]:

@@ -476,12 +476,15 @@ class PartitionLog(PartitionRecovery):
         records below the log start are deleted, whatever their timestamps."""
         if header.attributes & 0x08:  # LogAppendTime: every record has maxTimestamp
             return max(header.base_offset, start)
+        batch_answer = max(header.base_offset, start)
         try:
             for record in DefaultRecordBatch(segment.file.pread(header.size, position)):
+                if not header.base_offset <= record.offset <= header.last_offset:
+                    return batch_answer  # records that disagree with their header
                 if record.offset >= start and record.timestamp >= timestamp_ms:
                     return int(record.offset)
         except Exception:  # records append never decoded are malformed: answer with the
-            return max(header.base_offset, start)  # batch, whose maxTimestamp qualifies
+            return batch_answer  # batch, whose maxTimestamp qualifies
         return None
 
     # -- deleting -------------------------------------------------------------------------

@@ -135,3 +135,23 @@ def test_log_start_end_and_high_watermark(partition: PartitionLog) -> None:
     result = partition.read(3)
     assert (result.log_start_offset, result.log_end_offset, result.high_watermark) == (3, 4, 4)
     assert partition.append(build_batch(1)).log_start_offset == 3
+
+
+def test_records_whose_offsets_disagree_with_their_batch_answer_with_the_batch() -> None:
+    # Found by hypothesis: append checks framing and CRC, not the records inside, so a
+    # record may claim an offset delta past lastOffsetDelta. The lookup must stay inside
+    # the batch that qualified.
+    from streamer.log import Log, ManualClock
+
+    log = Log.memory(clock=ManualClock())
+    log.create_topic("t", 1)
+    partition = log.partition("t", 0)
+    claims_two = (
+        b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x008\x00\x00\x00\x00\x02\xea\xd81\xfe"
+        b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+        b"\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x01"
+        b"\x0c\x00\x00\x04\x00\x01\x00"
+    )
+    partition.append(claims_two)
+    partition.append(build_batch(1))
+    assert partition.offset_for_timestamp(0) == 0
