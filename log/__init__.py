@@ -33,7 +33,8 @@ from .errors import (
     UnknownTopicOrPartitionError,
 )
 from .fs import Filesystem, MemoryFilesystem, OsFilesystem
-from .partition import AppendResult, PartitionLog, PartitionStatistics, ReadResult
+from .partition import AppendResult, PartitionLog, PartitionStatistics
+from .reads import ReadResult
 from .storage import Log, LogStatistics, TopicInfo
 
 __all__ = [

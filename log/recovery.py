@@ -237,8 +237,12 @@ class PartitionRecovery:
                 continue
             start = offset
             break
+        self._replay_producer_state(start)
+
+    def _replay_producer_state(self, offset: int) -> None:
+        """Roll producer state forward over the batch headers from ``offset``."""
         now_ms = self.clock.time_ms()
-        for header in self._headers_from(start):
+        for header in self._headers_from(offset):
             if header.producer_id >= 0 and not header.is_control:
                 self.producer_state.update(header, now_ms)
 
