@@ -1,0 +1,63 @@
+"""``streamer broker``: serve a log over the Kafka protocol until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from streamer.log import Log
+from streamer.log.broker import Broker, BrokerConfig
+from streamer.log.server import KafkaServer
+
+__all__ = ["parse_address", "run_broker"]
+
+
+def parse_address(text: str, default_port: int = 9092) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: expected HOST:PORT with a port from 0 to 65535")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def configure_logging(level: str) -> None:
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)
+    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler])
+
+
+def run_broker(
+    data: str, listen: str, *, advertise: str | None, default_partitions: int,
+    auto_create_topics: bool, loglevel: str,
+) -> None:
+    configure_logging(loglevel)
+    host, port = parse_address(listen)
+    advertised = parse_address(advertise) if advertise else (None, None)
+    config = BrokerConfig(
+        auto_create_topics=auto_create_topics,
+        default_partitions=default_partitions,
+        advertised_host=advertised[0],
+        advertised_port=advertised[1],
+    )
+    asyncio.run(_serve(data, host, port, config))
+
+
+async def _serve(data: str, host: str, port: int, config: BrokerConfig) -> None:
+    log = await asyncio.to_thread(Log.open_url, data)
+    server = KafkaServer(Broker(log, config), host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    bound_host, bound_port = await server.start()
+    # Scripts and tests wait for this line (port 0 picks a free port).
+    print(f"streamer broker listening on {bound_host}:{bound_port} (data: {data})", flush=True)
+    await stop.wait()
+    logging.getLogger("streamer.broker").info("shutting down: answering in-flight requests")
+    await server.close()
+    print("streamer broker stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,25 @@
+"""Kafka-protocol handlers, one module per API, named after it.
+
+Each module opens with the versions it serves and defines ``async def handle(broker,
+context, request)`` returning the typed response (or None: Produce with ``acks=0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from importlib import import_module
+from typing import Any, Final
+
+__all__ = ["HANDLERS"]
+
+_MODULES: Final = {
+    18: "api_versions",
+    3: "metadata",
+    0: "produce",
+    1: "fetch",
+    2: "list_offsets",
+}
+
+HANDLERS: Final[dict[int, Callable[..., Awaitable[Any]]]] = {
+    key: import_module(f"{__package__}.{name}").handle for key, name in _MODULES.items()
+}
