@@ -18,11 +18,23 @@ from typing import Any
 
 from .errors import InvalidConfigError
 
-__all__ = ["FLUSH_EVERY_APPEND", "FLUSH_BY_OS", "TopicConfig"]
+__all__ = ["FLUSH_BY_OS", "FLUSH_EVERY_APPEND", "NO_EFFECT_CONFIGS", "TopicConfig"]
 
 FLUSH_EVERY_APPEND = 0
 FLUSH_BY_OS = -1
 _LONG_MAX = (1 << 63) - 1
+
+# Kafka topic configs about replication, which one node without replicas has nothing to do
+# with. Accepted so that tools and frameworks that set them (min.insync.replicas, above all)
+# work, and dropped: they are never stored or reported.
+NO_EFFECT_CONFIGS = frozenset({
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+    "message.downconversion.enable",
+    "preallocate",
+})
 
 _CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 _TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")

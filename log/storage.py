@@ -33,7 +33,7 @@ from .errors import (
 from .fs import Filesystem, MemoryFilesystem, OsFilesystem, read_json_object, write_json
 from .partition import PartitionLog, PartitionStatistics
 
-__all__ = ["Log", "LogStatistics", "TopicInfo"]
+__all__ = ["Log", "LogStatistics", "TopicInfo", "check_topic_name"]
 
 logger = logging.getLogger("streamer.log")
 
@@ -177,7 +177,7 @@ class Log:
         self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
     ) -> TopicInfo:
         """Create ``name`` with ``partitions`` partitions and Kafka-named ``config``."""
-        _check_topic_name(name)
+        check_topic_name(name)
         if not 1 <= partitions <= PARTITIONS_MAX:
             raise InvalidPartitionsError(
                 f"topic {name!r}: {partitions} partitions; expected 1 to {PARTITIONS_MAX}"
@@ -327,7 +327,7 @@ class Log:
         return LogStatistics(self.root, len(self._topics), partitions)
 
 
-def _check_topic_name(name: str) -> None:
+def check_topic_name(name: str) -> None:
     if name in (".", "..") or not _TOPIC_NAME.match(name):
         raise InvalidTopicError(
             f"invalid topic name {name!r}: use 1 to 249 of a-z A-Z 0-9 . _ - "

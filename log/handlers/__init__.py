@@ -18,6 +18,16 @@ _MODULES: Final = {
     0: "produce",
     1: "fetch",
     2: "list_offsets",
+    10: "find_coordinator",
+    19: "create_topics",
+    20: "delete_topics",
+    21: "delete_records",
+    22: "init_producer_id",
+    23: "offset_for_leader_epoch",
+    32: "describe_configs",
+    33: "alter_configs",
+    37: "create_partitions",
+    44: "incremental_alter_configs",
 }
 
 HANDLERS: Final[dict[int, Callable[..., Awaitable[Any]]]] = {
