@@ -9,7 +9,6 @@ import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
-
 from streamer.log import Log
 from streamer.log.broker import Broker, BrokerConfig
 from streamer.log.server import KafkaServer

@@ -36,7 +36,9 @@ async def handle(
     return CreateTopicsResponse(topics=results)
 
 
-async def _create(broker: Broker, topic: CreatableTopic, validate_only: bool) -> CreatableTopicResult:
+async def _create(
+    broker: Broker, topic: CreatableTopic, validate_only: bool
+) -> CreatableTopicResult:
     def failed(code: int, message: str) -> CreatableTopicResult:
         return CreatableTopicResult(name=topic.name, error_code=code, error_message=message)
 

@@ -73,7 +73,9 @@ def _describe(broker: Broker, resource: DescribeConfigsResource) -> DescribeConf
     return result
 
 
-def _topic_entries(config: TopicConfig, overridden: set[str]) -> list[DescribeConfigsResourceResult]:
+def _topic_entries(
+    config: TopicConfig, overridden: set[str]
+) -> list[DescribeConfigsResourceResult]:
     return [
         DescribeConfigsResourceResult(
             name=name,

@@ -1,7 +1,6 @@
 """OffsetCommit (key 8), v2-7; flexible versions (8+) and topic ids (10+) are not served.
 
-v0-1 are below Kafka's floor (KIP-896). Up to v4 a request may ask for a retention time;
-like Kafka since 2.1, streamer keeps committed offsets for offsets.retention.minutes.
+v0-1 are below Kafka's floor (KIP-896); commit timestamps (v1 only) are therefore not served.
 """
 
 from __future__ import annotations
