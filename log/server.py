@@ -8,7 +8,8 @@ order, as Kafka promises. Bounds:
   smaller than a request header closes that connection;
 - at most ``in_flight_max`` requests per connection are being handled at once;
 - at most ``queued_bytes_max`` bytes of requests are held by all connections together
-  (Kafka's ``queued.max.request.bytes``); a reader waits for room before reading a body.
+  (Kafka's ``queued.max.request.bytes``), counted as they arrive, so a client that
+  announces a large frame and sends little holds little; a reader waits for room.
 
 A frame that does not decode, an unknown API or an unsupported version (except ApiVersions,
 answered in v0 format as KIP-511 asks) closes that one connection; other clients go on.
@@ -39,6 +40,9 @@ QUEUED_BYTES_MAX = 256 * 1024 * 1024
 IN_FLIGHT_MAX = 32
 _HEADER_BYTES_MIN = 10  # api key, version, correlation id, a null client id
 SHUTDOWN_GRACE_S = 10.0
+# A frame's body must keep arriving: a client silent this long mid-frame is dropped.
+FRAME_TIMEOUT_S = 60.0
+_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +57,24 @@ class RequestContext:
 
 
 class _ByteBudget:
-    """Bytes of requests held at once, across connections."""
+    """Bytes of requests held at once, across connections (one event loop: no locks)."""
 
     def __init__(self, total: int) -> None:
         self.available = total
-        self._changed = asyncio.Condition()
+        self._freed: asyncio.Event | None = None
 
     async def take(self, size: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.available >= size)
-            self.available -= size
+        while self.available < size:
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            await self._freed.wait()
+        self.available -= size
 
-    async def give(self, size: int) -> None:
-        async with self._changed:
-            self.available += size
-            self._changed.notify_all()
+    def give(self, size: int) -> None:
+        self.available += size
+        if self._freed is not None:
+            self._freed.set()  # every waiter looks again
+            self._freed = None
 
 
 class KafkaServer:
@@ -88,14 +95,14 @@ class KafkaServer:
         self.request_bytes_max = request_bytes_max
         self.in_flight_max = in_flight_max
         self._queued_bytes_max = queued_bytes_max
-        self._budget: _ByteBudget | None = None
+        self.budget: _ByteBudget | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.connections_total = 0
 
     async def start(self) -> tuple[str, int]:
         """Listen; returns the address actually bound (port 0 picks a free one)."""
-        self._budget = _ByteBudget(self._queued_bytes_max)
+        self.budget = _ByteBudget(self._queued_bytes_max)
         await self.broker.start()
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         sockname = self._server.sockets[0].getsockname()
@@ -161,8 +168,8 @@ class _Connection:
             await self._read_requests()
         except asyncio.CancelledError:
             pass  # shutdown: stop reading, answer what is in flight
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass  # the client went away, or stalled mid-frame
         finally:
             await self.pending.put(None)
             with contextlib.suppress(asyncio.CancelledError):
@@ -170,7 +177,7 @@ class _Connection:
 
     async def _read_requests(self) -> None:
         server = self.server
-        budget = server._budget  # noqa: SLF001 - the server's own helper
+        budget = server.budget
         assert budget is not None
         while True:
             size = int.from_bytes(await self.reader.readexactly(4), "big", signed=True)
@@ -180,26 +187,44 @@ class _Connection:
                     self.client_host, size, _HEADER_BYTES_MIN, server.request_bytes_max,
                 )
                 return
-            await budget.take(size)
+            frame = await self._read_frame(size, budget)
             try:
-                frame = await self.reader.readexactly(size)
                 task = self._start(frame)
             except BaseException:
-                await budget.give(size)
+                budget.give(size)
                 raise
             if task is None:
-                await budget.give(size)
+                budget.give(size)
                 return
             await self.pending.put((task, size))
+
+    async def _read_frame(self, size: int, budget: _ByteBudget) -> bytes:
+        """Read a frame's body, taking budget for its bytes as they arrive, so a client
+        that announces a large frame and sends little holds little."""
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            async with asyncio.timeout(FRAME_TIMEOUT_S):
+                while received < size:
+                    chunk = await self.reader.read(min(size - received, _CHUNK_BYTES))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", size - received)
+                    await budget.take(len(chunk))
+                    received += len(chunk)
+                    chunks.append(chunk)
+        except BaseException:
+            budget.give(received)
+            raise
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _start(self, frame: bytes) -> asyncio.Task[bytes | None] | None:
         """Decode ``frame`` and start its handler; None closes the connection."""
         try:
             header, body = decode_request(frame)
         except UnsupportedVersionError:
-            header = _peek_header(frame)
-            if header is not None and header.api_key == API_VERSIONS_KEY:
-                response = unsupported_version_response(header.correlation_id)
+            peeked = _peek_header(frame)
+            if peeked is not None and peeked.api_key == API_VERSIONS_KEY:
+                response = unsupported_version_response(peeked.correlation_id)
                 return asyncio.get_running_loop().create_task(_ready(response))
             self._refuse(frame, "unsupported version")
             return None
@@ -228,7 +253,7 @@ class _Connection:
         return encode_response(api, context.version, context.header.correlation_id, response)
 
     async def _respond(self) -> None:
-        budget = self.server._budget  # noqa: SLF001
+        budget = self.server.budget
         assert budget is not None
         failed = False
         while (item := await self.pending.get()) is not None:
@@ -249,7 +274,7 @@ class _Connection:
                 failed = True
                 self.writer.close()
             finally:
-                await budget.give(size)
+                budget.give(size)
 
 
 async def _ready(response: bytes) -> bytes:

@@ -18,7 +18,15 @@ _MODULES: Final = {
     0: "produce",
     1: "fetch",
     2: "list_offsets",
+    8: "offset_commit",
+    9: "offset_fetch",
     10: "find_coordinator",
+    11: "join_group",
+    12: "heartbeat",
+    13: "leave_group",
+    14: "sync_group",
+    15: "describe_groups",
+    16: "list_groups",
     19: "create_topics",
     20: "delete_topics",
     21: "delete_records",
@@ -27,6 +35,7 @@ _MODULES: Final = {
     32: "describe_configs",
     33: "alter_configs",
     37: "create_partitions",
+    42: "delete_groups",
     44: "incremental_alter_configs",
 }
 

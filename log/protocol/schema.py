@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, dataclass_transform
 
 from .errors import ProtocolDecodeError, UnsupportedVersionError
 from .primitives import Reader, Writer
@@ -130,6 +130,8 @@ def f(kind: Kind, *, since: int = 0, until: int | None = None, default: Any = ..
     return dataclasses.field(default=value, metadata=metadata)
 
 
+# No field specifiers: to a type checker every ``= f(...)`` reads as a default, as it is.
+@dataclass_transform(kw_only_default=True)
 def message(cls: type[T]) -> type[T]:
     """Make ``cls`` a keyword-only slotted dataclass usable as a Kafka message or struct."""
     return dataclasses.dataclass(slots=True, kw_only=True)(cls)
