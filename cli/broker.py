@@ -7,8 +7,10 @@ import logging
 import signal
 import sys
 
+import click
 from rich.console import Console
 from rich.logging import RichHandler
+from streamer.errors import StreamerError
 from streamer.log import Log
 from streamer.log.broker import Broker, BrokerConfig
 from streamer.log.server import KafkaServer
@@ -47,13 +49,22 @@ def run_broker(
 
 
 async def _serve(data: str, host: str, port: int, config: BrokerConfig) -> None:
-    log = await asyncio.to_thread(Log.open_url, data)
+    try:
+        log = await asyncio.to_thread(Log.open_url, data)
+    except (OSError, ValueError, StreamerError) as error:
+        raise click.ClickException(f"cannot open the log at {data}: {error}") from None
     server = KafkaServer(Broker(log, config), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    bound_host, bound_port = await server.start()
+    try:
+        bound_host, bound_port = await server.start()
+    except OSError as error:
+        await asyncio.to_thread(log.close)
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
     # Scripts and tests wait for this line (port 0 picks a free port).
     print(f"streamer broker listening on {bound_host}:{bound_port} (data: {data})", flush=True)
     await stop.wait()
