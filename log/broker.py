@@ -11,6 +11,7 @@ requests share it (group commit). A fetch that finds too little data parks on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class BrokerConfig:
     advertised_host: str | None = None  # None: the address each client connected to
     advertised_port: int | None = None
     group_initial_rebalance_delay_ms: int = 0
+    # How often retention and compaction run (Kafka: log.retention.check.interval.ms).
+    maintenance_interval_ms: int = 30_000
 
 
 TopicPartition = tuple[str, int]
@@ -55,14 +58,29 @@ class Broker:
         self.port = 0  # set by the server once it listens
         self._waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
         self.closing = False
 
     async def start(self) -> None:
         await self.groups.start()
+        self._maintenance = asyncio.get_running_loop().create_task(self._run_maintenance())
+
+    async def _run_maintenance(self) -> None:
+        """Retention and compaction, off the event loop, every ``maintenance_interval_ms``."""
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval_ms / 1000)
+            try:
+                await asyncio.to_thread(self.log.run_maintenance)
+            except Exception:  # the log logs and survives its own errors; this is a bug
+                logger.exception("log maintenance failed")
 
     async def close(self) -> None:
         """Answer every parked fetch, stop the coordinator, flush and close the log."""
         self.closing = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():

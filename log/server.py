@@ -161,6 +161,7 @@ class _Connection:
         self.pending: asyncio.Queue[tuple[asyncio.Task[bytes | None], int] | None] = (
             asyncio.Queue(server.in_flight_max)
         )
+        self.in_flight: set[asyncio.Task[bytes | None]] = set()
 
     async def run(self) -> None:
         responder = asyncio.get_running_loop().create_task(self._respond())
@@ -169,7 +170,10 @@ class _Connection:
         except asyncio.CancelledError:
             pass  # shutdown: stop reading, answer what is in flight
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # the client went away, or stalled mid-frame
+            # The client went away (or stalled mid-frame): nobody will read the answers,
+            # and a parked JoinGroup must not count its member as present.
+            for task in self.in_flight:
+                task.cancel()
         finally:
             await self.pending.put(None)
             with contextlib.suppress(asyncio.CancelledError):
@@ -236,9 +240,10 @@ class _Connection:
             self._refuse(frame, "not served")
             return None
         context = RequestContext(header, self.client_host, self.local_host)
-        return asyncio.get_running_loop().create_task(
-            self._handle(handler, context, body)
-        )
+        task = asyncio.get_running_loop().create_task(self._handle(handler, context, body))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return task
 
     def _refuse(self, frame: bytes, why: str) -> None:
         header = _peek_header(frame)

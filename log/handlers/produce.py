@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..broker import INTERNAL_TOPICS
 from ..errors import LogError
 from ..partition import PartitionLog
 from ..protocol.error_codes import ErrorCode
@@ -62,6 +63,11 @@ def _append(
     """The partition's response, and the partition and offset an fsync must reach."""
     if not records:
         return ProducePartitionResponse(index=index, error_code=ErrorCode.CORRUPT_MESSAGE), None, 0
+    if topic in INTERNAL_TOPICS:  # written by the broker alone, in its own format
+        return ProducePartitionResponse(
+            index=index, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
+            error_message=f"{topic} is an internal topic",
+        ), None, 0
     try:
         partition = broker.partition(topic, index, create=True)
         appended = partition.append(records, wait_durable=False)
