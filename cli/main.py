@@ -103,5 +103,185 @@ def broker(
                auto_create_topics=auto_create_topics, loglevel=loglevel)
 
 
+# -- client commands: topics, produce, consume, against any Kafka-compatible broker ----------
+
+
+def _bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    from streamer.cli.topics import parse_bootstrap
+
+    try:
+        addresses: list[str] = parse_bootstrap(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return addresses
+
+
+def _client_options(command: click.decorators.FC) -> click.decorators.FC:
+    """``--broker`` and ``--request-timeout``, which every client command takes."""
+    command = click.option(
+        "--request-timeout", "timeout_s", type=click.FloatRange(0, min_open=True),
+        default=10.0, show_default=True, metavar="SECONDS",
+        help="How long to wait to connect to the broker and for each of its answers.",
+    )(command)
+    return click.option(
+        "--broker", "-b", "bootstrap", default="127.0.0.1:9092", show_default=True,
+        envvar="STREAMER_BROKER", show_envvar=True, callback=_bootstrap,
+        metavar="HOST:PORT[,...]",
+        help="Kafka-compatible broker(s) to bootstrap from (kafka://HOST:PORT also works).",
+    )(command)
+
+
+@main.group()
+def topics() -> None:
+    """List, create, describe, alter and delete topics."""
+
+
+@topics.command("list")
+@_client_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def topics_list(bootstrap: list[str], timeout_s: float, as_json: bool) -> None:
+    """Topic names and partition counts."""
+    from streamer.cli.topics import run_topics_list
+
+    run_topics_list(bootstrap, timeout_s, as_json)
+
+
+@topics.command("create")
+@click.argument("name")
+@_client_options
+@click.option("--partitions", "-p", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--replication-factor", "-r", type=click.IntRange(1), default=1,
+              show_default=True)
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
+              help="A topic config, e.g. retention.ms=86400000 (repeatable).")
+@click.option("--if-not-exists", is_flag=True, help="Succeed if the topic already exists.")
+def topics_create(
+    name: str, bootstrap: list[str], timeout_s: float, partitions: int,
+    replication_factor: int, configs: tuple[str, ...], if_not_exists: bool,
+) -> None:
+    """Create topic NAME."""
+    from streamer.cli.topics import parse_config_pairs, run_topics_create
+
+    run_topics_create(
+        bootstrap, timeout_s, name, partitions=partitions,
+        replication_factor=replication_factor, configs=parse_config_pairs(configs),
+        if_not_exists=if_not_exists,
+    )
+
+
+@topics.command("describe")
+@click.argument("name")
+@_client_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def topics_describe(name: str, bootstrap: list[str], timeout_s: float, as_json: bool) -> None:
+    """Partitions of topic NAME with their log start and end offsets, and its configs."""
+    from streamer.cli.topics import run_topics_describe
+
+    run_topics_describe(bootstrap, timeout_s, name, as_json)
+
+
+@topics.command("alter")
+@click.argument("name")
+@_client_options
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
+              help="Set a topic config (repeatable); other overrides are kept.")
+@click.option("--delete-config", "delete_configs", multiple=True, metavar="NAME",
+              help="Remove an override, back to the default (repeatable).")
+@click.option("--partitions", "-p", type=click.IntRange(1), default=None,
+              help="Grow the topic to this many partitions.")
+def topics_alter(
+    name: str, bootstrap: list[str], timeout_s: float, configs: tuple[str, ...],
+    delete_configs: tuple[str, ...], partitions: int | None,
+) -> None:
+    """Change the configs or the partition count of topic NAME."""
+    from streamer.cli.topics import parse_config_pairs, run_topics_alter
+
+    run_topics_alter(
+        bootstrap, timeout_s, name, set_configs=parse_config_pairs(configs),
+        delete_configs=delete_configs, partitions=partitions,
+    )
+
+
+@topics.command("delete")
+@click.argument("names", nargs=-1, required=True)
+@_client_options
+@click.option("--if-exists", is_flag=True, help="Skip names that are not topics.")
+def topics_delete(
+    names: tuple[str, ...], bootstrap: list[str], timeout_s: float, if_exists: bool
+) -> None:
+    """Delete the topics NAMES (none at all if one of them does not exist)."""
+    from streamer.cli.topics import run_topics_delete
+
+    run_topics_delete(bootstrap, timeout_s, names, if_exists)
+
+
+@main.command("produce")
+@click.argument("topic")
+@_client_options
+@click.option("--key-separator", "-K", default=None, metavar="SEP",
+              help="Split each line at the first SEP into key and value (\\t is a tab).")
+@click.option("--partition", "-p", type=click.IntRange(0), default=None,
+              help="Send every message to this partition (default: by key, else spread).")
+@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
+              help="A header on every message (repeatable).")
+@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="all", show_default=True,
+              help="Acknowledgement to wait for: none, the leader's, all replicas'.")
+def produce(
+    topic: str, bootstrap: list[str], timeout_s: float, key_separator: str | None,
+    partition: int | None, headers: tuple[str, ...], acks: str,
+) -> None:
+    """Send each line of stdin to TOPIC as one message; a summary goes to stderr.
+
+    Exits 0 only if every message was acknowledged.
+    """
+    from streamer.cli.produce import run_produce
+
+    run_produce(
+        bootstrap, timeout_s, topic, key_separator=key_separator, partition=partition,
+        headers=headers, acks=acks,
+    )
+
+
+@main.command("consume")
+@click.argument("topic")
+@_client_options
+@click.option("--group", "-G", default=None,
+              help="Consumer group: start at its committed offsets, commit what is printed.")
+@click.option("--partition", "-p", "partitions", type=click.IntRange(0), multiple=True,
+              help="Read only this partition (repeatable; default: all, or the group's share).")
+@click.option("--offset", "-o", default=None, metavar="beginning|end|N|-N",
+              help="Start here in each partition; -N is N messages before the end.")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at the beginning (with --group: where it has no committed offset).")
+@click.option("--count", "-c", type=click.IntRange(1), default=None,
+              help="Exit after this many messages.")
+@click.option("--timeout", "idle_timeout_s", type=click.FloatRange(0, min_open=True),
+              default=None, metavar="SECONDS",
+              help="Exit after this long without a message (exit 1 if --count is unmet).")
+@click.option("--format", "-f", "template", default=None, metavar="TEMPLATE",
+              help="Line per message, e.g. '{partition}:{offset} {key}={value}'; fields: "
+                   "topic partition offset key value timestamp headers.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per message; non-UTF-8 bytes as {\"base64\": ...}.")
+def consume(
+    topic: str, bootstrap: list[str], timeout_s: float, group: str | None,
+    partitions: tuple[int, ...], offset: str | None, from_beginning: bool, count: int | None,
+    idle_timeout_s: float | None, template: str | None, as_json: bool,
+) -> None:
+    """Print the messages of TOPIC, one per line (the value, unless --format or --json).
+
+    Starts at the group's committed offsets with --group, else at the end: new messages
+    only. Runs until --count, --timeout, Ctrl-C or SIGTERM; with --group it commits the
+    offsets of what it printed before it exits.
+    """
+    from streamer.cli.consume import run_consume
+
+    run_consume(
+        bootstrap, timeout_s, topic, group=group, partitions=partitions, offset=offset,
+        from_beginning=from_beginning, count=count, idle_timeout_s=idle_timeout_s,
+        template=template, as_json=as_json,
+    )
+
+
 if __name__ == "__main__":
     main()
