@@ -10,10 +10,11 @@ import sys
 import click
 from rich.console import Console
 from rich.logging import RichHandler
-from streamer.errors import StreamerError
 from streamer.log import Log
 from streamer.log.broker import Broker, BrokerConfig
 from streamer.log.server import KafkaServer
+
+from streamer.errors import StreamerError
 
 __all__ = ["parse_address", "run_broker"]
 

@@ -232,7 +232,11 @@ def produce(
 ) -> None:
     """Send each line of stdin to TOPIC as one message; a summary goes to stderr.
 
-    Exits 0 only if every message was acknowledged.
+    Exits 0 only if every message was acknowledged (with --acks 0: sent). With
+    --key-separator, a line without the separator stops the command there.
+
+    \b
+    printf 'user-1:signed up\\n' | streamer produce events -K : -H source=cli
     """
     from streamer.cli.produce import run_produce
 
@@ -271,8 +275,17 @@ def consume(
     """Print the messages of TOPIC, one per line (the value, unless --format or --json).
 
     Starts at the group's committed offsets with --group, else at the end: new messages
-    only. Runs until --count, --timeout, Ctrl-C or SIGTERM; with --group it commits the
-    offsets of what it printed before it exits.
+    only (--from-beginning, --offset to choose). Runs until --count, --timeout, Ctrl-C or
+    SIGTERM; with --group it commits the offsets of what it printed before it exits.
+
+    --json prints topic, partition, offset, timestamp (ms), timestamp_type, key, value and
+    headers (a list of {"key", "value"}); a key or value that is not UTF-8 is
+    {"base64": "..."}.
+
+    \b
+    streamer consume events --from-beginning --count 10 --json
+    streamer consume events -G billing -f '{partition}:{offset} {key}={value}'
+    streamer consume events -p 0 -o -5 --timeout 2
     """
     from streamer.cli.consume import run_consume
 
