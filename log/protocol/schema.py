@@ -72,7 +72,7 @@ class Kind:
 
     def pair(self, version: int, flexible: bool) -> tuple[Decoder, Encoder]:
         if self.element is not None:
-            return _array_pair(self.element, version, flexible)
+            return _array_pair(self.element, version, flexible, nullable=self.default is None)
         if flexible and self.compact is not None:
             return self.compact
         assert self.classic is not None
@@ -103,7 +103,23 @@ _BYTES_PAIRS: Final = (
     (Reader.nullable_bytes, Writer.nullable_bytes),
     (Reader.compact_nullable_bytes, Writer.compact_nullable_bytes),
 )
-BYTES: Final = Kind("bytes", b"", *_BYTES_PAIRS)
+
+
+def _not_null(read: Decoder, what: str) -> Decoder:
+    def read_not_null(reader: Reader) -> Any:
+        value = read(reader)
+        if value is None:
+            raise ProtocolDecodeError(f"null where {what} is required")
+        return value
+
+    return read_not_null
+
+
+BYTES: Final = Kind(
+    "bytes", b"",
+    (_not_null(Reader.nullable_bytes, "bytes"), Writer.nullable_bytes),
+    (_not_null(Reader.compact_nullable_bytes, "bytes"), Writer.compact_nullable_bytes),
+)
 NULLABLE_BYTES: Final = Kind("nullable bytes", None, *_BYTES_PAIRS)
 # Record batches: opaque bytes to the codec; streamer.log validates them.
 RECORDS: Final = Kind("records", None, *_BYTES_PAIRS)
@@ -186,7 +202,9 @@ def _compile(cls: type, version: int, flexible: bool) -> Codec:
     return Codec(decode_struct, encode_struct)
 
 
-def _array_pair(element: Kind | type, version: int, flexible: bool) -> tuple[Decoder, Encoder]:
+def _array_pair(
+    element: Kind | type, version: int, flexible: bool, *, nullable: bool
+) -> tuple[Decoder, Encoder]:
     if isinstance(element, Kind):
         read_one, write_one = element.pair(version, flexible)
     else:
@@ -198,7 +216,9 @@ def _array_pair(element: Kind | type, version: int, flexible: bool) -> tuple[Dec
     def read_array(reader: Reader) -> list[Any] | None:
         count = read_length(reader)
         if count < 0:
-            return None
+            if nullable:
+                return None
+            raise ProtocolDecodeError("null where an array is required")
         return [read_one(reader) for _ in range(count)]
 
     def write_array(writer: Writer, items: list[Any] | None) -> None:

@@ -6,7 +6,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-
 from streamer.log.protocol.apis import APIS
 from streamer.log.protocol.schema import Api, Kind
 
