@@ -296,5 +296,19 @@ def consume(
     )
 
 
+@main.command("worker")
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--broker", default=None,
+              help="memory://, a folder, file://PATH or kafka://HOST:PORT (default: the app's).")
+@click.option("--data", default=None, help="Folder of the embedded log (same as --broker DIR).")
+@click.option("--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(app_spec: str, broker: str | None, data: str | None, loglevel: str) -> None:
+    """Run a worker of an app: its agents, timers and tasks, until SIGTERM or Ctrl-C."""
+    from streamer.cli.worker import start_worker
+
+    start_worker(app_spec, broker, data, loglevel)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,49 @@
+"""``streamer worker MODULE:APP``: import an app and run a worker of it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from streamer.agents import AgentError
+from streamer.app import App
+from streamer.errors import StreamerError
+from streamer.worker import run_worker
+
+from .broker import configure_logging
+
+__all__ = ["load_app", "start_worker"]
+
+
+def load_app(spec: str) -> App:
+    """``package.module:attribute`` → the App object (attribute defaults to ``app``)."""
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: apps next to the user
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.ClickException(f"cannot import {module_name!r}: {error}") from None
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, App):
+        raise click.ClickException(
+            f"{spec}: {attribute or 'app'!r} in {module_name} is not a streamer.App"
+        )
+    return app
+
+
+def start_worker(spec: str, broker: str | None, data: str | None, loglevel: str) -> None:
+    configure_logging(loglevel)
+    app = load_app(spec)
+    url = broker or data or app.broker
+    try:
+        run_worker(app, broker=url)
+    except AgentError as error:
+        logging.getLogger("streamer.worker").error("%s", error)
+        raise click.ClickException(str(error)) from None
+    except StreamerError as error:
+        raise click.ClickException(str(error)) from None

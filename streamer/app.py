@@ -1,0 +1,232 @@
+"""``streamer.App``: topics, agents, timers and tasks, declared with decorators::
+
+    import streamer
+
+    app = streamer.App("pageviews", broker="./streamer-data")
+    views = app.topic("views", value_type=dict, partitions=4)
+    popular = app.topic("popular", value_type=dict)
+
+    @app.agent(views)
+    async def find_popular(stream):
+        async for view in stream.filter(lambda v: v["duration_ms"] > 1000):
+            await popular.send(key=view["page"], value=view)
+
+Run it with ``streamer worker module:app`` (or ``app.main()``). The broker URL is
+``memory://``, a folder (default ``./streamer-data``, the embedded durable log),
+``file://PATH``, or ``kafka://HOST:PORT[,...]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .agents import Agent, ErrorPolicy
+from .errors import StreamerError
+from .events import Event, Headers
+from .inbox import Inbox
+from .timers import Crontab, Timer
+from .topics import Topic
+
+if TYPE_CHECKING:
+    from .streams import Stream
+    from .worker import Worker
+
+__all__ = ["App", "RecentError"]
+
+logger = logging.getLogger("streamer.app")
+
+F = TypeVar("F", bound=Callable[..., Any])
+RECENT_ERRORS_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    source: str  # agent, timer or task name
+    error: str
+    where: str  # "topic[partition] offset N", or "" outside an event
+    at_ms: int
+
+
+class App:
+    """A stream-processing app; see the module docstring."""
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        broker: str = "./streamer-data",
+        commit_interval_s: float = 1.0,
+        commit_every: int = 10_000,
+        default_partitions: int | None = None,
+        listen: str | None = "127.0.0.1:0",
+    ) -> None:
+        if not id or any(c not in _ID_CHARS for c in id):
+            raise StreamerError(f"app id {id!r}: use letters, digits, '.', '_' and '-'")
+        self.id = id
+        self.broker = broker
+        self.commit_interval_s = commit_interval_s
+        self.commit_every = commit_every
+        self.default_partitions = default_partitions
+        self.listen = listen  # where an embedded log is served (None: not at all)
+        self.topics: dict[str, Topic] = {}
+        self.agents: list[Agent] = []
+        self.timers: list[Timer | Crontab] = []
+        self.tasks: list[Callable[[], Any]] = []
+        self.extra_subscriptions: list[tuple[Topic, Inbox]] = []
+        self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS_MAX)
+        self.worker: Worker | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.id} broker={self.broker}>"
+
+    # -- declarations ---------------------------------------------------------------------
+
+    def topic(
+        self,
+        name: str,
+        *,
+        key_type: Any = None,
+        value_type: Any = bytes,
+        partitions: int | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Topic:
+        """Declare a topic (created at start if missing). ``value_type``: bytes (default),
+        str, dict (JSON), a dataclass, a msgspec Struct or a pydantic model."""
+        if name in self.topics:
+            existing = self.topics[name]
+            if value_type is not bytes and existing.value_type is not value_type:
+                raise StreamerError(f"topic {name!r} declared twice with different types")
+            return existing
+        topic = Topic(self, name, key_type=key_type, value_type=value_type,
+                      partitions=partitions or self.default_partitions, config=config)
+        self.topics[name] = topic
+        return topic
+
+    def internal_topic(self, label: str, stream: Stream, *, partitions: int | None) -> Topic:
+        """An app-owned topic ``<app>-<label>`` (repartitioning), typed like ``stream``."""
+        name = f"{self.id}-{label}"
+        if name not in self.topics:
+            value_type = stream.value_type if stream.value_type is not None else bytes
+            self.topics[name] = Topic(self, name, value_type=value_type,
+                                      partitions=partitions or self.default_partitions,
+                                      internal=True)
+        return self.topics[name]
+
+    def agent(
+        self,
+        topic: Topic | str,
+        *,
+        name: str | None = None,
+        concurrency: int = 1,
+        sink: Sequence[Topic | Callable[[Any], Any]] = (),
+        on_error: ErrorPolicy = "raise",
+        retries: int = 3,
+        retry_backoff_s: float = 0.1,
+        retry_backoff_max_s: float = 10.0,
+        then: ErrorPolicy = "raise",
+        dead_letter_topic: Topic | str | None = None,
+    ) -> Callable[[F], F]:
+        """Run the decorated ``async def f(stream)`` over ``topic``'s events."""
+        source = self.topic(topic) if isinstance(topic, str) else topic
+        dead_letter = (
+            self.topic(dead_letter_topic) if isinstance(dead_letter_topic, str)
+            else dead_letter_topic
+        )
+
+        def register(fn: F) -> F:
+            agent_name = name or fn.__name__
+            if any(existing.name == agent_name for existing in self.agents):
+                raise StreamerError(f"two agents named {agent_name!r}: pass name=...")
+            self.agents.append(Agent(
+                self, fn, source, name=agent_name, concurrency=concurrency, sink=sink,
+                on_error=on_error, retries=retries, retry_backoff_s=retry_backoff_s,
+                retry_backoff_max_s=retry_backoff_max_s, then=then,
+                dead_letter_topic=dead_letter,
+            ))
+            return fn
+
+        return register
+
+    def timer(self, interval_s: float, *, on_leader: bool = False) -> Callable[[F], F]:
+        """Run the decorated ``async def f()`` every ``interval_s`` seconds; with
+        ``on_leader`` only on one worker of the app."""
+
+        def register(fn: F) -> F:
+            self.timers.append(Timer(fn, interval_s, on_leader=on_leader))
+            return fn
+
+        return register
+
+    def crontab(
+        self, schedule: str, *, timezone: str | None = None, on_leader: bool = False
+    ) -> Callable[[F], F]:
+        """Run the decorated ``async def f()`` on a cron schedule (croniter syntax), in
+        ``timezone`` (an IANA name; default UTC)."""
+
+        def register(fn: F) -> F:
+            self.timers.append(Crontab(fn, schedule, timezone=timezone, on_leader=on_leader))
+            return fn
+
+        return register
+
+    def task(self, fn: F) -> F:
+        """Run the decorated ``async def f()`` once when the worker starts."""
+        self.tasks.append(fn)
+        return fn
+
+    # -- used while running ---------------------------------------------------------------
+
+    def subscribe(self, topic: Topic) -> Inbox:
+        """An inbox fed with ``topic``'s events (streams of extra topics, repartitioning)."""
+        if self.worker is not None and self.worker.consuming:
+            raise StreamerError(
+                f"topic {topic.name!r} was first read after the worker started consuming: "
+                "build streams (merge, group_by, through) before awaiting anything else"
+            )
+        inbox = Inbox(f"{topic.name}")
+        self.extra_subscriptions.append((topic, inbox))
+        return inbox
+
+    async def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int | None,
+        partition: int | None,
+    ) -> None:
+        worker = self.worker
+        if worker is None:
+            raise StreamerError(f"{self.id}: sending needs a running worker (app.main())")
+        await worker.send(topic, key, value, headers, timestamp_ms, partition)
+
+    def record_error(self, source: str, error: BaseException, event: Event | None) -> None:
+        import time
+
+        where = f"{event.topic}[{event.partition}] offset {event.offset}" if event else ""
+        self.recent_errors.append(RecentError(
+            source, f"{type(error).__name__}: {error}", where, int(time.time() * 1000)
+        ))
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, broker: str | None = None, stop: asyncio.Event | None = None) -> None:
+        """Run a worker of this app until ``stop`` is set (or an agent fails)."""
+        from .worker import Worker
+
+        await Worker(self, broker=broker or self.broker).run(stop=stop)
+
+    def main(self) -> None:
+        """Run a worker from ``python app.py``; stops on SIGTERM or Ctrl-C."""
+        from .worker import run_worker
+
+        run_worker(self)
+
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

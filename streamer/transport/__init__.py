@@ -1,0 +1,13 @@
+"""How an app reaches its log: one interface, two transports.
+
+- :class:`~streamer.transport.embedded.EmbeddedTransport`: direct calls into
+  :mod:`streamer.log` in this process, no sockets (``memory://``, a path, ``file://``).
+- :class:`~streamer.transport.kafka.KafkaTransport`: aiokafka to any Kafka-protocol broker
+  (``kafka://host:port``: ``streamer broker``, Kafka, Redpanda).
+
+The runtime talks only to :class:`~streamer.transport.base.Transport`.
+"""
+
+from .base import RebalanceListener, TopicSpec, Transport, TransportConsumer, open_transport
+
+__all__ = ["RebalanceListener", "TopicSpec", "Transport", "TransportConsumer", "open_transport"]

@@ -1,0 +1,196 @@
+"""The Kafka transport's consumer: one member of a consumer group, through aiokafka.
+
+Offsets are committed only when the runtime says so (``enable_auto_commit=False``). aiokafka
+runs the group protocol in its own coordinator task and calls the rebalance listener from
+there, awaiting it before the group moves on: the runtime's ``on_partitions_revoked`` can
+therefore still ``commit`` the partitions it is about to lose, and a runtime blocked in
+:meth:`KafkaTransportConsumer.fetch` does not stall the rebalance (``fetch`` returns by its
+own timeout). The protocol is Kafka's eager one: a rebalance revokes every partition of a
+member, then assigns its new set.
+
+Group timing (the defaults below; Kafka's own are 45 s / 3 s / 5 min):
+
+- ``session_timeout_ms`` 10 s: a member that stops heartbeating (killed, frozen) is dropped
+  after this, and its partitions move. A clean :meth:`~KafkaTransportConsumer.close` leaves at
+  once instead.
+- ``heartbeat_interval_ms`` 1 s: members learn of a rebalance at their next heartbeat, so this
+  is how long a join or leave takes to reach the others.
+- ``max_poll_interval_ms`` 5 min: a member that does not call ``fetch`` for this long is taken
+  out of the group, so one stuck agent cannot hold partitions forever.
+- ``rebalance_timeout_ms`` 60 s: how long the broker waits for members to rejoin, which
+  includes the runtime's revoke callback (finish, flush, commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from ..events import Event, TopicPartition
+from .base import RebalanceListener, TransportConsumer
+from .kafka_client import REQUEST_TIMEOUT_MS, ConsumerError, start_bounded
+
+__all__ = ["KafkaTransportConsumer"]
+
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 1_000
+MAX_POLL_INTERVAL_MS = 300_000
+REBALANCE_TIMEOUT_MS = 60_000
+# Per partition and fetch request: large enough that a fetch carries several batches.
+PARTITION_FETCH_BYTES_MAX = 4 * 1024 * 1024
+# How long the broker may hold a fetch open waiting for data.
+FETCH_WAIT_MS_MAX = 500
+
+
+class KafkaTransportConsumer(TransportConsumer):
+    """A consumer-group member over the Kafka protocol; made by ``KafkaTransport.consumer``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str,
+        group_id: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        auto_offset_reset: str = "earliest",
+        isolation_level: str = "read_committed",
+        connect_timeout_ms: int,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', "
+                             f"not {auto_offset_reset!r}")
+        assert topics, "a consumer needs at least one topic"
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.group_id = group_id
+        self.topics = tuple(topics)
+        self.auto_offset_reset = auto_offset_reset
+        self.isolation_level = isolation_level
+        self.connect_timeout_ms = connect_timeout_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self._listener = _RebalanceAdapter(listener)
+        self._consumer: Any = None  # AIOKafkaConsumer once started
+
+    async def start(self) -> None:
+        """Connect and subscribe; the group is joined in the background, and ``fetch``
+        returns nothing until the first assignment arrives."""
+        assert self._consumer is None, "start() called twice"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.auto_offset_reset,
+            isolation_level=self.isolation_level,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES_MAX,
+            fetch_max_wait_ms=FETCH_WAIT_MS_MAX,
+        )
+        consumer.subscribe(topics=list(self.topics), listener=self._listener)
+        await start_bounded(
+            consumer.start(), consumer.stop,
+            bootstrap=self.bootstrap, what=f"consumer of group {self.group_id!r}",
+            timeout_ms=self.connect_timeout_ms,
+        )
+        self._consumer = consumer
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()  # sends LeaveGroup: the others rebalance at once
+
+    async def fetch(
+        self, timeout_ms: int, max_records: int
+    ) -> list[tuple[TopicPartition, list[Event]]]:
+        self._listener.raise_failure()
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise ConsumerError(
+                f"fetch for group {self.group_id!r} from {self.bootstrap} failed: {exc!r}"
+            ) from exc
+        batches: list[tuple[TopicPartition, list[Event]]] = []
+        for (topic, partition), records in fetched.items():
+            # Per record: one Event, fields passed positionally (headers are already a tuple).
+            events = [
+                Event(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                for r in records
+            ]
+            batches.append((TopicPartition(topic, partition), events))
+        return batches
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        request = {
+            KafkaTopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            await self._consumer.commit(request)
+        except KafkaError as exc:
+            raise ConsumerError(
+                f"commit of {dict(offsets)} for group {self.group_id!r} failed: {exc!r}"
+            ) from exc
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        if self._consumer is None:
+            return frozenset()
+        return frozenset(TopicPartition(tp.topic, tp.partition)
+                         for tp in self._consumer.assignment())
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
+
+class _RebalanceAdapter(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Awaits our listener's callbacks from aiokafka's coordinator task.
+
+    aiokafka logs and swallows a callback's exception; this keeps the first one so the next
+    ``fetch`` raises it (wrapped in :class:`ConsumerError`) instead of it going unnoticed. An
+    empty revocation (a member's first join) is not passed on.
+    """
+
+    def __init__(self, listener: RebalanceListener) -> None:
+        self.listener = listener
+        self.failure: BaseException | None = None
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        if revoked:
+            await self._call(self.listener.on_partitions_revoked, revoked)
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        await self._call(self.listener.on_partitions_assigned, assigned)
+
+    async def _call(
+        self,
+        callback: Callable[[frozenset[TopicPartition]], Awaitable[None]],
+        partitions: set[Any],
+    ) -> None:
+        ours = frozenset(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+        try:
+            await callback(ours)
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
+
+    def raise_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise ConsumerError(f"rebalance callback failed: {failure!r}") from failure

@@ -1,0 +1,314 @@
+"""The worker: runs an app's agents, timers and tasks over a transport.
+
+One loop fetches batches from the partitions this worker owns, decodes them with their
+topic's codecs, and hands each batch to every agent (or stream) reading that topic. Offsets
+are committed at checkpoints, every ``commit_interval_s`` or ``commit_every`` events: first
+everything the agents sent is flushed (acknowledged by the log), then the offsets below
+which every event is processed are committed. A crash therefore replays events, never skips
+them (at-least-once). Before partitions move to another worker, the same checkpoint runs
+for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from .agents import AgentError
+from .app import App
+from .errors import StreamerError
+from .events import Event, Headers, TopicPartition
+from .inbox import BatchAck, Inbox, OffsetTracker
+from .partitioner import KeyPartitioner
+from .serialization import SerializationError
+from .streams import DecodeFailure
+from .timers import run_timer
+from .topics import Topic
+from .transport import TopicSpec, Transport, TransportConsumer, open_transport
+
+__all__ = ["Worker", "WorkerStatistics", "run_worker"]
+
+logger = logging.getLogger("streamer.worker")
+
+FETCH_TIMEOUT_MS = 100
+FETCH_RECORDS_MAX = 10_000
+PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
+DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    app: str
+    state: str
+    uptime_s: float
+    assigned: tuple[TopicPartition, ...]
+    events_in: int
+    commits: int
+
+
+Route = Callable[[int], Inbox]
+
+
+class Worker:
+    def __init__(self, app: App, *, broker: str | None = None) -> None:
+        self.app = app
+        self.broker_url = broker or app.broker
+        self.transport: Transport | None = None
+        self.consumer: TransportConsumer | None = None
+        self.consuming = False
+        self.state = "starting"
+        self.started_at = time.monotonic()
+        self.events_in = 0
+        self.commits = 0
+        self._partitioner = KeyPartitioner()
+        self._tracker = OffsetTracker()
+        self._routes: dict[str, list[Route]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
+        self.leader_topic = f"{app.id}-__leader"
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int | None,
+        partition: int | None,
+    ) -> None:
+        transport = self.transport
+        assert transport is not None, "the worker is not running"
+        try:
+            count = transport.partition_count(topic)
+        except KeyError:
+            count = (await transport.ensure_topics([TopicSpec(topic)]))[topic]
+        if partition is None:
+            partition = self._partitioner.partition(key, count)
+        elif not 0 <= partition < count:
+            raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        await transport.send(topic, partition, key, value, headers, timestamp_ms)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set; raises :class:`AgentError` if an agent failed."""
+        stop = stop or asyncio.Event()
+        app = self.app
+        app.worker = self
+        self.transport = transport = open_transport(self.broker_url, app_id=app.id,
+                                                    listen=app.listen)
+        await transport.start()
+        try:
+            await self._start_agents()
+            await self._ensure_topics()
+            self.consumer = consumer = transport.consumer(
+                app.id, [*self._routes, self.leader_topic], _Listener(self)
+            )
+            await consumer.start()
+            self.consuming = True
+            self.state = "running"
+            self._start_timers_and_tasks()
+            logger.info("worker of %s running on %s: %d agents, topics %s", app.id,
+                        self.broker_url, len(app.agents), ", ".join(sorted(self._routes)))
+            await self._consume(consumer, stop)
+        finally:
+            await self._shutdown()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _start_agents(self) -> None:
+        app = self.app
+        for agent in app.agents:
+            self._routes.setdefault(agent.topic.name, []).append(agent.inbox_for)
+            for index in range(agent.concurrency):
+                self._spawn(agent.run_instance(index), f"agent {agent.name}[{index}]")
+        for _ in range(PRIMING_ROUNDS):  # let agents build their streams (group_by, merge)
+            await asyncio.sleep(0)
+        for topic, inbox in app.extra_subscriptions:
+            self._routes.setdefault(topic.name, []).append(_always(inbox))
+
+    async def _ensure_topics(self) -> None:
+        assert self.transport is not None
+        specs = [TopicSpec(t.name, t.partitions, t.config) for t in self.app.topics.values()]
+        specs.append(TopicSpec(self.leader_topic, 1, {"cleanup.policy": "compact"}))
+        await self.transport.ensure_topics(specs)
+
+    def _start_timers_and_tasks(self) -> None:
+        for timer in self.app.timers:
+            self._spawn(run_timer(timer, self.is_leader, self._timer_failed), f"timer {timer.name}")
+        for task in self.app.tasks:
+            self._spawn(task(), f"task {task.__name__}")
+
+    def _timer_failed(self, name: str, error: BaseException) -> None:
+        self.app.record_error(name, error, None)
+
+    def is_leader(self) -> bool:
+        consumer = self.consumer
+        return consumer is not None and (
+            TopicPartition(self.leader_topic, 0) in consumer.assignment()
+        )
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if not isinstance(error, AgentError):
+            error = StreamerError(f"{task.get_name()} failed: {type(error).__name__}: {error}")
+            error.__cause__ = task.exception()
+        if self._failure is None:
+            self._failure = error
+            logger.error("%s; stopping the worker", error)
+        self._failed.set()
+
+    async def _consume(self, consumer: TransportConsumer, stop: asyncio.Event) -> None:
+        last_commit = time.monotonic()
+        since_commit = 0
+        interval_s, every = self.app.commit_interval_s, self.app.commit_every
+        while not stop.is_set() and not self._failed.is_set():
+            batches = await consumer.fetch(FETCH_TIMEOUT_MS, FETCH_RECORDS_MAX)
+            for partition, events in batches:
+                since_commit += await self._deliver(partition, events)
+            if since_commit >= every or time.monotonic() - last_commit >= interval_s:
+                await self.checkpoint()
+                last_commit, since_commit = time.monotonic(), 0
+
+    async def _deliver(self, partition: TopicPartition, events: list[Event]) -> int:
+        routes = self._routes.get(partition.topic)
+        if not routes or not events:
+            return 0
+        topic = self.app.topics.get(partition.topic)
+        if topic is not None:
+            _decode(topic, events)
+        ack = BatchAck(partition, events[-1].offset + 1, len(routes))
+        self._tracker.track(ack)
+        for route in routes:
+            await route(partition.partition).put(events, ack)
+        self.events_in += len(events)
+        return len(events)
+
+    async def checkpoint(self, partitions: frozenset[TopicPartition] | None = None) -> None:
+        """Flush what was sent, then commit what was processed (of ``partitions``, or all)."""
+        offsets = self._tracker.committable()
+        if partitions is not None:
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
+        assert self.transport is not None and self.consumer is not None
+        await self.transport.flush()
+        if offsets:
+            await self.consumer.commit(offsets)
+            self.commits += 1
+
+    async def revoke(self, partitions: frozenset[TopicPartition]) -> None:
+        if not self.consuming:
+            return
+        self.state = "rebalancing"
+        for routes in self._routes.values():
+            for route in routes:
+                for partition in partitions:
+                    route(partition.partition).drop(partitions)
+        with contextlib.suppress(StreamerError):
+            await self.checkpoint(partitions)
+        self._tracker.forget(partitions)
+
+    async def _shutdown(self) -> None:
+        self.state = "stopping"
+        self.consuming = False
+        if self.consumer is not None and self._failure is None:
+            await self._drain()
+            try:
+                await self.checkpoint()
+            except Exception as error:  # the log went away: nothing more to commit
+                logger.error("final checkpoint failed: %s", error)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.close()
+        if self.transport is not None:
+            await self.transport.close()
+        self.app.worker = None
+        self.state = "stopped"
+
+    async def _drain(self) -> None:
+        """Give agents a bounded while to finish the batches they were handed."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
+        inboxes += [inbox for _, inbox in self.app.extra_subscriptions]
+        while time.monotonic() < deadline and not self._failed.is_set():
+            if all(inbox.idle for inbox in inboxes):
+                return
+            await asyncio.sleep(0.01)
+
+    def statistics(self) -> WorkerStatistics:
+        assigned = tuple(sorted(self.consumer.assignment())) if self.consumer else ()
+        return WorkerStatistics(self.app.id, self.state, time.monotonic() - self.started_at,
+                                assigned, self.events_in, self.commits)
+
+
+class _Listener:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        await self.worker.revoke(partitions)
+
+    async def on_partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        self.worker.state = "running"
+        logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]"
+                                             for p in sorted(partitions)) or "nothing")
+
+
+def _always(inbox: Inbox) -> Route:
+    def route(partition: int) -> Inbox:
+        return inbox
+
+    return route
+
+
+def _decode(topic: Topic, events: list[Event]) -> None:
+    key_codec, value_codec = topic.key_codec, topic.value_codec
+    loads_key = key_codec.loads
+    loads_value = value_codec.loads
+    for event in events:
+        raw_key, raw_value = event.key, event.value
+        event.raw_key, event.raw_value = raw_key, raw_value
+        try:
+            if raw_key is not None:
+                event.key = loads_key(raw_key)
+            event.value = loads_value(raw_value)
+        except SerializationError as error:
+            event.value = DecodeFailure(
+                SerializationError(f"topic {topic.name!r} offset {event.offset}: {error}")
+            )
+
+
+def run_worker(app: App, *, broker: str | None = None) -> None:
+    """Run a worker in this process until SIGTERM or Ctrl-C (committing before it stops)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Worker(app, broker=broker).run(stop=stop)
+
+    asyncio.run(main())
