@@ -41,7 +41,9 @@ class TransportConsumer(abc.ABC):
         """Leave the group; does not commit (the runtime commits first)."""
 
     @abc.abstractmethod
-    async def fetch(self, timeout_ms: int, max_records: int) -> list[tuple[TopicPartition, list[Event]]]:
+    async def fetch(
+        self, timeout_ms: int, max_records: int
+    ) -> list[tuple[TopicPartition, list[Event]]]:
         """Events from assigned partitions, in offset order per partition, with raw
         ``bytes | None`` keys and values; waits up to ``timeout_ms`` when there are none."""
 
