@@ -52,6 +52,10 @@ class OffsetTracker:
         self._committable.update(moved)
         return moved
 
+    def processed(self) -> dict[TopicPartition, int]:
+        self.committable()
+        return dict(self._committable)
+
     def forget(self, partitions: frozenset[TopicPartition]) -> None:
         for partition in partitions:
             self._acks.pop(partition, None)

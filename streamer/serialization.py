@@ -158,7 +158,8 @@ def _typed_codec(cls: type) -> Codec | None:
         if module.startswith("msgspec") and base.__name__ == "Struct":
             import msgspec
 
-            encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder(cls)
+            encoder = msgspec.json.Encoder()
+            decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(cls)
             return _Adapter(encoder.encode, decoder.decode, cls.__name__)
         if module.startswith("pydantic") and base.__name__ == "BaseModel":
             validate: Callable[[bytes], Any] = cls.model_validate_json  # type: ignore[attr-defined]

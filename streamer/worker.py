@@ -18,13 +18,14 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .agents import AgentError
 from .app import App
 from .errors import StreamerError
 from .events import Event, Headers, TopicPartition
 from .inbox import BatchAck, Inbox, OffsetTracker
+from .log.clock import Clock
 from .partitioner import KeyPartitioner
 from .serialization import SerializationError
 from .streams import DecodeFailure
@@ -56,9 +57,20 @@ Route = Callable[[int], Inbox]
 
 
 class Worker:
-    def __init__(self, app: App, *, broker: str | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        broker: str | None = None,
+        listen: str | None | Literal["app"] = "app",
+        clock: Clock | None = None,
+        run_timers: bool = True,
+    ) -> None:
         self.app = app
         self.broker_url = broker or app.broker
+        self.listen = app.listen if listen == "app" else listen
+        self.clock = clock  # None: the system clock stamps records sent without a timestamp
+        self.run_timers = run_timers
         self.transport: Transport | None = None
         self.consumer: TransportConsumer | None = None
         self.consuming = False
@@ -96,7 +108,8 @@ class Worker:
         elif not 0 <= partition < count:
             raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
         if timestamp_ms is None:
-            timestamp_ms = time.time_ns() // 1_000_000
+            clock = self.clock
+            timestamp_ms = time.time_ns() // 1_000_000 if clock is None else clock.time_ms()
         await transport.send(topic, partition, key, value, headers, timestamp_ms)
 
     # -- running --------------------------------------------------------------------------
@@ -107,7 +120,7 @@ class Worker:
         app = self.app
         app.worker = self
         self.transport = transport = open_transport(self.broker_url, app_id=app.id,
-                                                    listen=app.listen)
+                                                    listen=self.listen)
         await transport.start()
         try:
             await self._start_agents()
@@ -121,6 +134,10 @@ class Worker:
             self._start_timers_and_tasks()
             logger.info("worker of %s running on %s: %d agents, topics %s", app.id,
                         self.broker_url, len(app.agents), ", ".join(sorted(self._routes)))
+            address = getattr(transport, "address", None)
+            if address:
+                logger.info("the log is served at %s:%d (streamer consume --broker %s:%d ...)",
+                            *address, *address)
             await self._consume(consumer, stop)
         finally:
             await self._shutdown()
@@ -145,7 +162,7 @@ class Worker:
         await self.transport.ensure_topics(specs)
 
     def _start_timers_and_tasks(self) -> None:
-        for timer in self.app.timers:
+        for timer in self.app.timers if self.run_timers else ():
             self._spawn(run_timer(timer, self.is_leader, self._timer_failed), f"timer {timer.name}")
         for task in self.app.tasks:
             self._spawn(task(), f"task {task.__name__}")
@@ -247,16 +264,27 @@ class Worker:
             await self.transport.close()
         self.app.worker = None
         self.state = "stopped"
+        logger.info("worker of %s stopped (%d commits)", self.app.id, self.commits)
 
     async def _drain(self) -> None:
         """Give agents a bounded while to finish the batches they were handed."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
-        inboxes += [inbox for _, inbox in self.app.extra_subscriptions]
         while time.monotonic() < deadline and not self._failed.is_set():
-            if all(inbox.idle for inbox in inboxes):
+            if self.inboxes_idle():
                 return
             await asyncio.sleep(0.01)
+
+    def inboxes_idle(self) -> bool:
+        inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
+        inboxes += [inbox for _, inbox in self.app.extra_subscriptions]
+        return all(inbox.idle for inbox in inboxes)
+
+    def processed_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset below which every delivered event was processed."""
+        return self._tracker.processed()
+
+    def routed_topics(self) -> list[str]:
+        return sorted(self._routes)
 
     def statistics(self) -> WorkerStatistics:
         assigned = tuple(sorted(self.consumer.assignment())) if self.consumer else ()
