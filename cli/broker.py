@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -15,6 +16,7 @@ from streamer.log.broker import Broker, BrokerConfig
 from streamer.log.server import KafkaServer
 
 from streamer.errors import StreamerError
+from streamer.transport.embedded import LogInUseError, lock_log_folder, write_worker_address
 
 __all__ = ["parse_address", "run_broker"]
 
@@ -31,6 +33,8 @@ def parse_address(text: str, default_port: int = 9092) -> tuple[str, int]:
 def configure_logging(level: str) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)
     logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler])
+    # aiokafka narrates every rebalance step at INFO; streamer logs what matters itself.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run_broker(
@@ -50,6 +54,23 @@ def run_broker(
 
 
 async def _serve(data: str, host: str, port: int, config: BrokerConfig) -> None:
+    # A durable folder has one owner at a time: this broker, or a worker embedding it (whose
+    # address the error names). Workers started on the folder later find this broker there.
+    root = None if data == "memory://" else data.removeprefix("file://")
+    try:
+        lock = None if root is None else await asyncio.to_thread(lock_log_folder, root)
+    except LogInUseError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        await _serve_locked(data, root, host, port, config)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+async def _serve_locked(
+    data: str, root: str | None, host: str, port: int, config: BrokerConfig
+) -> None:
     try:
         log = await asyncio.to_thread(Log.open_url, data)
     except (OSError, ValueError, StreamerError) as error:
@@ -66,6 +87,8 @@ async def _serve(data: str, host: str, port: int, config: BrokerConfig) -> None:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {error.strerror or error}"
         ) from None
+    if root is not None:
+        await asyncio.to_thread(write_worker_address, root, (bound_host, bound_port), "broker")
     # Scripts and tests wait for this line (port 0 picks a free port).
     print(f"streamer broker listening on {bound_host}:{bound_port} (data: {data})", flush=True)
     await stop.wait()

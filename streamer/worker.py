@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -31,7 +32,13 @@ from .serialization import SerializationError
 from .streams import DecodeFailure
 from .timers import run_timer
 from .topics import Topic
-from .transport import TopicSpec, Transport, TransportConsumer, open_transport
+from .transport import (
+    LogInUseError,
+    TopicSpec,
+    Transport,
+    TransportConsumer,
+    open_transport,
+)
 
 __all__ = ["Worker", "WorkerStatistics", "run_worker"]
 
@@ -119,9 +126,7 @@ class Worker:
         stop = stop or asyncio.Event()
         app = self.app
         app.worker = self
-        self.transport = transport = open_transport(self.broker_url, app_id=app.id,
-                                                    listen=self.listen)
-        await transport.start()
+        self.transport = transport = await self._start_transport()
         try:
             await self._start_agents()
             await self._ensure_topics()
@@ -143,6 +148,21 @@ class Worker:
             await self._shutdown()
         if self._failure is not None:
             raise self._failure
+
+    async def _start_transport(self) -> Transport:
+        """The embedded log, or, when another process (a worker or ``streamer broker``)
+        already owns the folder, that process over the Kafka protocol."""
+        transport = open_transport(self.broker_url, app_id=self.app.id, listen=self.listen)
+        try:
+            await transport.start()
+        except LogInUseError as error:
+            if error.url is None:
+                raise
+            logger.info("%s is in use by process %s; joining it at %s",
+                        self.broker_url, error.pid, error.url)
+            transport = open_transport(error.url, app_id=self.app.id)
+            await transport.start()
+        return transport
 
     async def _start_agents(self) -> None:
         app = self.app
@@ -331,6 +351,11 @@ def _decode(topic: Topic, events: list[Event]) -> None:
 
 def run_worker(app: App, *, broker: str | None = None) -> None:
     """Run a worker in this process until SIGTERM or Ctrl-C (committing before it stops)."""
+
+    # A worker allocates an object or two per event and keeps few cycles: collect young
+    # objects less often, and leave what was loaded at start out of every collection.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
     async def main() -> None:
         stop = asyncio.Event()

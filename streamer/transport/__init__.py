@@ -9,5 +9,13 @@ The runtime talks only to :class:`~streamer.transport.base.Transport`.
 """
 
 from .base import RebalanceListener, TopicSpec, Transport, TransportConsumer, open_transport
+from .embedded import LogInUseError
 
-__all__ = ["RebalanceListener", "TopicSpec", "Transport", "TransportConsumer", "open_transport"]
+__all__ = [
+    "LogInUseError",
+    "RebalanceListener",
+    "TopicSpec",
+    "Transport",
+    "TransportConsumer",
+    "open_transport",
+]

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import BrokerResponseError, KafkaError
 
 from ..errors import StreamerError
 
@@ -28,6 +28,7 @@ __all__ = [
     "DeliveryError",
     "TopicSetupError",
     "TransportError",
+    "explain",
     "start_bounded",
 ]
 
@@ -64,7 +65,7 @@ class DeliveryError(TransportError):
     def __init__(self, topic: str, partition: int, records: int, cause: BaseException) -> None:
         super().__init__(
             f"{records} record(s) produced to {topic}[{partition}] were not delivered: "
-            f"{type(cause).__name__}: {cause}"
+            f"{explain(cause)}"
         )
         self.topic = topic
         self.partition = partition
@@ -73,6 +74,13 @@ class DeliveryError(TransportError):
 
 class ConsumerError(TransportError):
     """A consumer-group call failed: fetch, commit or a rebalance callback."""
+
+
+def explain(exc: BaseException) -> str:
+    """An aiokafka error as a sentence: the broker's error name and what it means."""
+    if isinstance(exc, BrokerResponseError):
+        return f"{exc.message} (Kafka error {exc.errno}): {exc.description}"
+    return str(exc) or type(exc).__name__
 
 
 async def start_bounded(
@@ -90,7 +98,7 @@ async def start_bounded(
     except (KafkaError, OSError, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await stop()
-        reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        reason = "no answer" if isinstance(exc, TimeoutError) else explain(exc)
         raise BrokerUnreachableError(
             bootstrap,
             f"the {what} could not reach a Kafka broker at {bootstrap} within {timeout_ms} ms "

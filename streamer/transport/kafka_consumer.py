@@ -33,7 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from ..events import Event, TopicPartition
 from .base import RebalanceListener, TransportConsumer
-from .kafka_client import REQUEST_TIMEOUT_MS, ConsumerError, start_bounded
+from .kafka_client import REQUEST_TIMEOUT_MS, ConsumerError, explain, start_bounded
 
 __all__ = ["KafkaTransportConsumer"]
 
@@ -122,7 +122,7 @@ class KafkaTransportConsumer(TransportConsumer):
             fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise ConsumerError(
-                f"fetch for group {self.group_id!r} from {self.bootstrap} failed: {exc!r}"
+                f"fetch for group {self.group_id!r} from {self.bootstrap} failed: {explain(exc)}"
             ) from exc
         batches: list[tuple[TopicPartition, list[Event]]] = []
         for (topic, partition), records in fetched.items():
@@ -145,7 +145,7 @@ class KafkaTransportConsumer(TransportConsumer):
             await self._consumer.commit(request)
         except KafkaError as exc:
             raise ConsumerError(
-                f"commit of {dict(offsets)} for group {self.group_id!r} failed: {exc!r}"
+                f"commit of {dict(offsets)} for group {self.group_id!r} failed: {explain(exc)}"
             ) from exc
 
     def assignment(self) -> frozenset[TopicPartition]:
