@@ -310,5 +310,35 @@ def worker(app_spec: str, broker: str | None, data: str | None, loglevel: str) -
     start_worker(app_spec, broker, data, loglevel)
 
 
+@bench.command("pipeline")
+@click.option("--events", type=click.IntRange(2), default=500_000, show_default=True,
+              help="Input events per run (JSON page views, 1,000 keys, 4 partitions).")
+@click.option("--faust-events", type=click.IntRange(2), default=50_000, show_default=True,
+              help="Input events per run for faust-streaming, which is slow (at most --events).")
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True,
+              help="Runs of each pipeline; the median is reported.")
+@click.option("--only", default=None, metavar="NAME,...",
+              help="Pipelines to run: streamer-embedded, streamer-kafka, quixstreams, faust.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the runs' logs (default: a temporary folder on disk).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Run each pipeline under cProfile; write <pipeline>-run<N>.prof there.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_pipeline(
+    events: int, faust_events: int, runs: int, only: str | None, data_dir: str | None,
+    profile_dir: str | None, as_json: bool,
+) -> None:
+    """Decode, filter, map, send: streamer (embedded and over streamer broker), quixstreams
+    and faust-streaming on the same events; events/s and ratios to quixstreams."""
+    from streamer.cli.bench_pipeline import parse_pipelines, run_pipeline_benchmark
+
+    report = run_pipeline_benchmark(
+        pipelines=parse_pipelines(only), events=events, faust_events=faust_events, runs=runs,
+        data_dir=data_dir, profile_dir=profile_dir, as_json=as_json, console=console,
+    )
+    if report["failures"]:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()

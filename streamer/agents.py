@@ -25,19 +25,21 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import StreamerError
 from .events import Event
 from .inbox import Inbox
-from .streams import InboxSource, Stream
+from .streams import PROCESSING, EventTracker, InboxSource, Stream
 
 if TYPE_CHECKING:
     from .app import App
     from .topics import Topic
 
-__all__ = ["Agent", "AgentError", "AgentStatistics", "ErrorPolicy"]
+__all__ = ["CURRENT_INSTANCE", "Agent", "AgentError", "AgentInstance", "AgentStatistics",
+           "ErrorPolicy"]
 
 logger = logging.getLogger("streamer.agents")
 
@@ -47,6 +49,27 @@ POLICIES = ("raise", "skip", "dead_letter", "retry")
 
 class AgentError(StreamerError):
     """An agent raised and its policy is ``raise``: the worker stops with this error."""
+
+
+@dataclass(slots=True)
+class AgentInstance:
+    """The agent instance running in this task: the streams it builds subscribe for it."""
+
+    agent: Agent
+    index: int
+    built: dict[str, int] = field(default_factory=dict)  # topic → its streams built this run
+
+    def subscription_key(self, topic: str) -> tuple[str, int]:
+        """``(topic, n)`` for the n-th stream of ``topic`` this run of the agent builds: the
+        same key after a restart, so the instance gets its inbox back."""
+        ordinal = self.built.get(topic, 0)
+        self.built[topic] = ordinal + 1
+        return topic, ordinal
+
+
+CURRENT_INSTANCE: ContextVar[AgentInstance | None] = ContextVar(
+    "streamer_agent_instance", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +116,9 @@ class Agent:
         self.then = then
         self.dead_letter_topic = dead_letter_topic
         self.inboxes = [Inbox(f"{name}[{i}]") for i in range(concurrency)]
+        # Inboxes of the other topics its streams read (merge, group_by, through), one per
+        # instance, by App.subscribe: (topic, n) → the inbox of each instance.
+        self.extra_inboxes: dict[tuple[str, int], list[Inbox]] = {}
         self.events_out = 0
         self.errors = 0
         self.is_generator = inspect.isasyncgenfunction(fn)
@@ -116,9 +142,15 @@ class Agent:
     async def run_instance(self, index: int) -> None:
         """Run instance ``index`` until cancelled; errors go through the policy."""
         inbox = self.inboxes[index]
+        instance = AgentInstance(self, index)
+        CURRENT_INSTANCE.set(instance)
+        tracker = EventTracker()
+        PROCESSING.set(tracker)
         failures = 0  # consecutive failures on the same event, for retry
         last_failed: tuple[str, int, int] | None = None
         while True:
+            instance.built.clear()
+            tracker.event = None
             stream = Stream(self.app, InboxSource(inbox), value_type=self.topic.value_type)
             try:
                 await self._run_once(stream)
@@ -126,11 +158,11 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                event = stream.current_event
+                event = tracker.event
                 where = (event.topic, event.partition, event.offset) if event else None
                 failures = failures + 1 if where is not None and where == last_failed else 1
                 last_failed = where
-                await self._handle(error, event, inbox, failures)
+                await self._handle(error, event, index, failures)
 
     async def _run_once(self, stream: Stream) -> None:
         if not self.is_generator:
@@ -155,7 +187,7 @@ class Agent:
                 await outcome
 
     async def _handle(
-        self, error: Exception, event: Event | None, inbox: Inbox, failures: int
+        self, error: Exception, event: Event | None, index: int, failures: int
     ) -> None:
         self.errors += 1
         self.app.record_error(self.name, error, event)
@@ -164,12 +196,11 @@ class Agent:
         )
         policy = self.on_error
         if policy == "retry":
-            if event is not None and failures <= self.retries:
+            if event is not None and failures <= self.retries and self._rewind(event, index):
                 delay = min(self.retry_backoff_s * 2 ** (failures - 1), self.retry_backoff_max_s)
                 logger.warning("agent %s failed on %s (%s: %s); retry %d of %d in %.2fs",
                                self.name, where, type(error).__name__, error, failures,
                                self.retries, delay)
-                inbox.index = max(inbox.index - 1, 0)  # run the same event again
                 await asyncio.sleep(delay)
                 return
             policy = self.then
@@ -184,6 +215,16 @@ class Agent:
             return
         logger.warning("agent %s failed on %s (%s: %s); skipped", self.name, where,
                        type(error).__name__, error)
+
+    def _rewind(self, event: Event, index: int) -> bool:
+        """Put ``event`` back in front of the inbox it came from, to run it again; False if
+        no inbox of instance ``index`` has it last (a branch's copy, say)."""
+        inboxes = [self.inboxes[index], *(group[index] for group in self.extra_inboxes.values())]
+        for inbox in inboxes:
+            if inbox.index > 0 and inbox.batch[inbox.index - 1] is event:
+                inbox.index -= 1
+                return True
+        return False
 
     def _dead_letter_name(self) -> str:
         topic = self.dead_letter_topic

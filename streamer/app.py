@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .agents import Agent, ErrorPolicy
+from .agents import CURRENT_INSTANCE, Agent, ErrorPolicy
 from .errors import StreamerError
 from .events import Event, Headers
 from .inbox import Inbox
@@ -78,6 +78,7 @@ class App:
         self.timers: list[Timer | Crontab] = []
         self.tasks: list[Callable[[], Any]] = []
         self.extra_subscriptions: list[tuple[Topic, Inbox]] = []
+        self.extra_routes: list[tuple[Topic, Callable[[int], Inbox]]] = []  # partition → inbox
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS_MAX)
         self.worker: Worker | None = None
 
@@ -182,15 +183,28 @@ class App:
     # -- used while running ---------------------------------------------------------------
 
     def subscribe(self, topic: Topic) -> Inbox:
-        """An inbox fed with ``topic``'s events (streams of extra topics, repartitioning)."""
+        """An inbox fed with ``topic``'s events (streams of extra topics, repartitioning).
+
+        In an agent, instance ``i`` of ``n`` is fed the partitions ``p % n == i``, as with
+        the agent's own topic, and an instance restarted after an error gets its inbox back,
+        so its stream resumes where it was."""
+        instance = CURRENT_INSTANCE.get()
+        key = instance.subscription_key(topic.name) if instance is not None else None
+        if instance is not None and key is not None and key in instance.agent.extra_inboxes:
+            return instance.agent.extra_inboxes[key][instance.index]
         if self.worker is not None and self.worker.consuming:
             raise StreamerError(
                 f"topic {topic.name!r} was first read after the worker started consuming: "
                 "build streams (merge, group_by, through) before awaiting anything else"
             )
-        inbox = Inbox(f"{topic.name}")
-        self.extra_subscriptions.append((topic, inbox))
-        return inbox
+        count = 1 if instance is None else instance.agent.concurrency
+        inboxes = [Inbox(f"{topic.name}[{i}]") for i in range(count)]
+        self.extra_subscriptions.extend((topic, inbox) for inbox in inboxes)
+        self.extra_routes.append((topic, _route_to(inboxes)))
+        if instance is None or key is None:
+            return inboxes[0]
+        instance.agent.extra_inboxes[key] = inboxes
+        return inboxes[instance.index]
 
     async def send_raw(
         self,
@@ -227,6 +241,13 @@ class App:
         from .worker import run_worker
 
         run_worker(self)
+
+
+def _route_to(inboxes: list[Inbox]) -> Callable[[int], Inbox]:
+    def route(partition: int) -> Inbox:
+        return inboxes[partition % len(inboxes)]
+
+    return route
 
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

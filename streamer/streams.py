@@ -19,8 +19,10 @@ for the next batch, that is, once the agent has finished every event of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .errors import StreamerError
@@ -32,9 +34,24 @@ if TYPE_CHECKING:
     from .app import App
     from .topics import Topic
 
-__all__ = ["DecodeFailure", "Stream", "TopicSource"]
+__all__ = ["PROCESSING", "DecodeFailure", "EventTracker", "Stream", "TopicSource"]
 
 _MAP, _FILTER, _FLAT_MAP = 0, 1, 2
+
+
+class EventTracker:
+    """The event an agent instance is working on, whichever of its streams yielded it (one
+    derived with operators, merged, re-keyed): the event its error policy acts on."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+
+
+# Set in each agent instance's task; tasks it starts (take(), gather) share the tracker.
+# Pumps (through, group_by, branch) iterate without tracking: their events are upstream.
+PROCESSING: ContextVar[EventTracker | None] = ContextVar("streamer_processing", default=None)
 
 
 class DecodeFailure:
@@ -139,7 +156,7 @@ class _ThroughSource(TopicSource):
 
     async def _pump(self) -> None:
         parent, topic, key = self.parent, self.topic, self.key
-        async for value in parent:
+        async for value in parent.pumped():
             event = parent.current_event
             assert event is not None
             await topic.send(
@@ -232,7 +249,7 @@ class Stream:
         started: list[asyncio.Future[None]] = []
 
         async def pump() -> None:
-            async for value in self:
+            async for value in self.pumped():
                 event = self.current_event
                 for index, predicate in enumerate(predicates):
                     if predicate(value):
@@ -273,22 +290,29 @@ class Stream:
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate(events=False)
 
-    async def _iterate(self, *, events: bool) -> AsyncIterator[Any]:
+    def pumped(self) -> AsyncIterator[Any]:
+        """Values for a pump (through, group_by, branch): not the agent's current event."""
+        return self._iterate(events=False, track=False)
+
+    async def _iterate(self, *, events: bool, track: bool = True) -> AsyncIterator[Any]:
         self.source.open()
         ops = self.ops
+        tracker = PROCESSING.get() if track else None
         async for event in self.source.events():
             value = event.value
-            if value.__class__ is DecodeFailure:
-                self.current_event = event
-                raise value.error
             self.current_event = event
+            if tracker is not None:
+                tracker.event = event
+            if value.__class__ is DecodeFailure:
+                raise value.error
             if not ops:
                 yield event if events else value
                 continue
             async for result in _apply(ops, 0, value):
                 if events:
-                    event.value = result
-                    yield event
+                    # A copy: the event is shared with every agent of its topic, and a
+                    # retry runs it again from its original value.
+                    yield dataclasses.replace(event, value=result)
                 else:
                     yield result
 
@@ -343,7 +367,7 @@ class _BranchSource(Source):
                 return
             value, event = getting.result()
             yield Event(event.topic, event.partition, event.offset, event.timestamp,
-                        event.key, value, event.headers)
+                        event.key, value, event.headers, event.raw_key, event.raw_value)
 
 
 class _Batches:

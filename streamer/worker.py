@@ -172,8 +172,8 @@ class Worker:
                 self._spawn(agent.run_instance(index), f"agent {agent.name}[{index}]")
         for _ in range(PRIMING_ROUNDS):  # let agents build their streams (group_by, merge)
             await asyncio.sleep(0)
-        for topic, inbox in app.extra_subscriptions:
-            self._routes.setdefault(topic.name, []).append(_always(inbox))
+        for topic, route in app.extra_routes:
+            self._routes.setdefault(topic.name, []).append(route)
 
     async def _ensure_topics(self) -> None:
         assert self.transport is not None
@@ -323,13 +323,6 @@ class _Listener:
         self.worker.state = "running"
         logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]"
                                              for p in sorted(partitions)) or "nothing")
-
-
-def _always(inbox: Inbox) -> Route:
-    def route(partition: int) -> Inbox:
-        return inbox
-
-    return route
 
 
 def _decode(topic: Topic, events: list[Event]) -> None:
