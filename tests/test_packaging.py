@@ -46,3 +46,10 @@ def test_wheel_holds_only_the_streamer_package(tmp_path: Path) -> None:
     assert top_levels == {"streamer", f"{name}-{version}.dist-info"}
     assert "streamer/log/partition.py" in names
     assert "streamer/py.typed" in names
+    # Every package in the source folders ships (the package list is explicit).
+    folders = {"streamer": "streamer", "log": "streamer/log", "state": "streamer/state",
+               "operators": "streamer/operators", "cli": "streamer/cli"}
+    for folder, prefix in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            shipped = f"{prefix}/{init.parent.relative_to(ROOT / folder).as_posix()}/__init__.py"
+            assert shipped.replace("/./", "/") in names, f"{init.parent} is not packaged"

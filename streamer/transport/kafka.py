@@ -161,7 +161,13 @@ class KafkaTransport(Transport):
         while True:
             counts: dict[str, int] = {}
             problems: dict[str, str] = {}
-            for topic in await self._admin.describe_topics(topics):
+            try:
+                described = await self._admin.describe_topics(topics)
+            except KafkaError as exc:
+                raise TopicSetupError(
+                    topics[0], f"cannot read metadata of topics {topics}: {explain(exc)}"
+                ) from exc
+            for topic in described:
                 name, partitions = topic["topic"], topic["partitions"]
                 if topic["error_code"] != 0:
                     problems[name] = for_code(topic["error_code"]).__name__
@@ -223,9 +229,10 @@ class KafkaTransport(Transport):
         acknowledged.
 
         Raises :class:`DeliveryError`, naming the first failed batch, if any record sent since
-        the last flush was refused or not acknowledged in time; the transport stays usable
-        (with a new producer) unless no producer could be restarted, in which case every
-        later ``send``/``flush`` raises :class:`TransportError` until it is reopened.
+        the last flush was refused or not acknowledged in time. The transport stays usable
+        (with a new producer) unless no producer could be restarted; then every later
+        ``flush``, and ``send`` once a batch fills, raises :class:`TransportError` until the
+        transport is closed and opened again.
         """
         open_batches = list(self._open_batches.items())
         self._open_batches.clear()

@@ -216,9 +216,10 @@ class BatchShipper:
             )
         late = [delivery for delivery in waiting if not delivery.settled.done()]
         if late:
-            first = late[0]
-            self._settle(first, TimeoutError(
-                f"not acknowledged within {self.delivery_timeout_ms} ms"))
+            self._settle(late[0], TimeoutError(
+                f"not acknowledged within {self.delivery_timeout_ms} ms ({len(late)} batch(es) "
+                f"of {sum(delivery.records for delivery in late)} records in all)"
+            ))
         self._drop_settled()
         failure, self._failure = self._failure, None
         if failure is not None:
@@ -238,7 +239,8 @@ class BatchShipper:
             old._message_accumulator.fail_all(  # noqa: SLF001
                 KafkaTimeoutError(f"abandoned after {self.delivery_timeout_ms} ms")
             )
-        await _stop_producer(old)
+        # The new producer first, so that hand-overs from concurrent sends reach it rather than
+        # the one being stopped.
         try:
             self._producer = await self._start_producer()
         except BrokerUnreachableError as exc:
@@ -247,6 +249,7 @@ class BatchShipper:
                 f"({exc}); close and reopen the transport"
             )
             failure.add_note(str(self.broken))
+        await _stop_producer(old)
 
 
 async def _stop_producer(producer: Any) -> None:
