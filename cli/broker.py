@@ -31,8 +31,17 @@ def parse_address(text: str, default_port: int = 9092) -> tuple[str, int]:
 
 
 def configure_logging(level: str) -> None:
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)
-    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler])
+    """Rich lines on a terminal; plain one-line records otherwise (files, systemd, CI), so
+    nothing is wrapped at a guessed width."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=Console(stderr=True), show_path=False,
+                              rich_tracebacks=True)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # aiokafka narrates every rebalance step at INFO; streamer logs what matters itself.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 

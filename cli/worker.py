@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
 import click
 
-from streamer.agents import AgentError
 from streamer.app import App
 from streamer.errors import StreamerError
 from streamer.worker import run_worker
@@ -42,8 +40,5 @@ def start_worker(spec: str, broker: str | None, data: str | None, loglevel: str)
     url = broker or data or app.broker
     try:
         run_worker(app, broker=url)
-    except AgentError as error:
-        logging.getLogger("streamer.worker").error("%s", error)
-        raise click.ClickException(str(error)) from None
-    except StreamerError as error:
+    except StreamerError as error:  # AgentError included: the worker has logged it
         raise click.ClickException(str(error)) from None

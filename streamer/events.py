@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["Event", "Headers", "TopicPartition"]
 
-Headers = tuple[tuple[str, bytes], ...]
+Headers = tuple[tuple[str, bytes | None], ...]  # a header value may be null
 
 
 class TopicPartition(NamedTuple):

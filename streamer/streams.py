@@ -2,7 +2,8 @@
 
 ``async for value in stream`` yields decoded values; ``stream.events()`` yields whole
 :class:`~streamer.events.Event` objects; ``stream.current_event`` is the event behind the
-value last yielded. Operators return new streams and cost nothing until iterated:
+value last yielded by it or by a stream made from it with map, filter, flat_map or merge.
+Operators return new streams and cost nothing until iterated:
 
 - ``map(fn)``, ``filter(fn)``, ``flat_map(fn)`` (sync or async functions), applied in one loop;
 - ``group_by(key)`` and ``through(topic)``: through a topic (an internal repartition topic for
@@ -195,10 +196,16 @@ class Stream:
         self.ops = ops
         self.value_type = value_type
         self.current_event: Event | None = None
+        # The stream this one was made from by map, filter, flat_map or merge: its
+        # current_event follows this one's, so the agent's own stream names the event too.
+        self.derived_from: Stream | None = None
 
     def _with(self, kind: int, fn: Callable[[Any], Any]) -> Stream:
         is_async = inspect.iscoroutinefunction(fn)
-        return Stream(self.app, self.source, (*self.ops, (kind, fn, is_async)), self.value_type)
+        derived = Stream(self.app, self.source, (*self.ops, (kind, fn, is_async)),
+                         self.value_type)
+        derived.derived_from = self
+        return derived
 
     # -- operators ------------------------------------------------------------------------
 
@@ -237,7 +244,9 @@ class Stream:
         if self.ops or any(other.ops for other in others):
             raise StreamerError("merge streams before applying operators to them")
         sources = [self.source, *(other.source for other in others)]
-        return Stream(self.app, _MergedSource(sources), (), self.value_type)
+        merged = Stream(self.app, _MergedSource(sources), (), self.value_type)
+        merged.derived_from = self
+        return merged
 
     def branch(self, *predicates: Callable[[Any], bool]) -> list[Stream]:
         """One stream per predicate, in order, and a last one for values no predicate
@@ -301,6 +310,10 @@ class Stream:
         async for event in self.source.events():
             value = event.value
             self.current_event = event
+            origin = self.derived_from
+            while origin is not None:
+                origin.current_event = event
+                origin = origin.derived_from
             if tracker is not None:
                 tracker.event = event
             if value.__class__ is DecodeFailure:

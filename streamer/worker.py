@@ -268,8 +268,11 @@ class Worker:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         self.consuming = False
-        if self.consumer is not None and self._failure is None:
-            await self._drain()
+        if self.consumer is not None:
+            if self._failure is None:
+                await self._drain()
+            # After a failure too: batches every reader finished are done, whatever failed
+            # later, and committing them spares the restart from redoing them.
             try:
                 await self.checkpoint()
             except Exception as error:  # the log went away: nothing more to commit

@@ -1,0 +1,1 @@
+"""Small framework apps that ``tests/compat/test_frameworks.py`` runs as workers."""
