@@ -165,6 +165,9 @@ class Log:
             )
             for p in range(count)
         ]
+        for partition in partitions:
+            for note in partition.recovery_notes:  # what opening repaired, for the operator
+                logger.warning("recovery: %s", note)
         topic = _Topic(TopicInfo(name, count, config, dict(overrides)), partitions)
         self._topics[name] = topic
         return topic

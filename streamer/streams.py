@@ -109,6 +109,9 @@ class TopicSource(InboxSource):
             self.inbox = self.app.subscribe(self.topic)
 
 
+_PLAIN_SOURCES = (InboxSource, TopicSource)
+
+
 class _MergedSource(Source):
     def __init__(self, sources: list[Source]) -> None:
         self.sources = sources
@@ -306,8 +309,13 @@ class Stream:
     async def _iterate(self, *, events: bool, track: bool = True) -> AsyncIterator[Any]:
         self.source.open()
         ops = self.ops
+        # Synchronous map/filter chains (the usual case) run in a plain loop; async
+        # functions and flat_map go through _apply, an async generator per event.
+        simple = all(not is_async and kind != _FLAT_MAP for kind, _, is_async in ops)
         tracker = PROCESSING.get() if track else None
-        async for event in self.source.events():
+        inbox = self.source.inbox if type(self.source) in _PLAIN_SOURCES else None
+        events_in = _walk(inbox) if inbox is not None else self.source.events()
+        async for event in events_in:
             value = event.value
             self.current_event = event
             origin = self.derived_from
@@ -318,8 +326,19 @@ class Stream:
                 tracker.event = event
             if value.__class__ is DecodeFailure:
                 raise value.error
-            if not ops:
-                yield event if events else value
+            if simple:
+                for kind, fn, _ in ops:
+                    if kind == _MAP:
+                        value = fn(value)
+                    elif not fn(value):
+                        break
+                else:
+                    if not events:
+                        yield value
+                    elif ops:  # a copy: the event is shared with every agent of its topic
+                        yield dataclasses.replace(event, value=value)
+                    else:
+                        yield event
                 continue
             async for result in _apply(ops, 0, value):
                 if events:
@@ -328,6 +347,18 @@ class Stream:
                     yield dataclasses.replace(event, value=result)
                 else:
                     yield result
+
+
+async def _walk(inbox: Inbox) -> AsyncIterator[Event]:
+    """An inbox's events, one by one (InboxSource.events, without the source object)."""
+    while True:
+        batch = inbox.batch
+        index = inbox.index
+        if index >= len(batch):
+            await inbox.next_batch()
+            continue
+        inbox.index = index + 1
+        yield batch[index]
 
 
 async def _apply(
