@@ -83,17 +83,9 @@ class InboxSource(Source):
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    async def events(self) -> AsyncIterator[Event]:
-        inbox = self.inbox
-        assert inbox is not None
-        while True:
-            batch = inbox.batch
-            index = inbox.index
-            if index >= len(batch):
-                await inbox.next_batch()
-                continue
-            inbox.index = index + 1
-            yield batch[index]
+    def events(self) -> AsyncIterator[Event]:
+        assert self.inbox is not None, "open() the source first"
+        return _walk(self.inbox)
 
 
 class TopicSource(InboxSource):
@@ -350,7 +342,7 @@ class Stream:
 
 
 async def _walk(inbox: Inbox) -> AsyncIterator[Event]:
-    """An inbox's events, one by one (InboxSource.events, without the source object)."""
+    """An inbox's events, one by one, from its cursor on."""
     while True:
         batch = inbox.batch
         index = inbox.index

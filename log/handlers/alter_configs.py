@@ -7,6 +7,7 @@ accepted and dropped. Broker settings cannot be changed at run time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..config import NO_EFFECT_CONFIGS
@@ -19,6 +20,7 @@ from ..protocol.messages.alter_configs import (
     AlterConfigsResponse,
 )
 from ..protocol.messages.describe_configs import TOPIC_RESOURCE_TYPE
+from ..storage import TopicInfo
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -37,34 +39,39 @@ async def handle(
 async def _alter(
     broker: Broker, resource: AlterConfigsResource, validate_only: bool
 ) -> AlterConfigsResourceResponse:
-    response = AlterConfigsResourceResponse(
-        error_code=ErrorCode.NONE,
-        resource_type=resource.resource_type,
-        resource_name=resource.resource_name,
+    def settings(info: TopicInfo) -> dict[str, str]:
+        return {
+            entry.name: entry.value
+            for entry in resource.configs
+            if entry.value is not None and entry.name not in NO_EFFECT_CONFIGS
+        }
+
+    error_code, message = await alter_topic(
+        broker, resource.resource_type, resource.resource_name, settings, validate_only
     )
-    if resource.resource_type != TOPIC_RESOURCE_TYPE:
-        response.error_code = ErrorCode.INVALID_REQUEST
-        response.error_message = "only topic configs can be changed at run time"
-        return response
-    settings = {
-        entry.name: entry.value
-        for entry in resource.configs
-        if entry.value is not None and entry.name not in NO_EFFECT_CONFIGS
-    }
+    return AlterConfigsResourceResponse(
+        error_code=error_code, error_message=message,
+        resource_type=resource.resource_type, resource_name=resource.resource_name,
+    )
+
+
+async def alter_topic(
+    broker: Broker,
+    resource_type: int,
+    topic: str,
+    settings_for: Callable[[TopicInfo], dict[str, str]],
+    validate_only: bool,
+) -> tuple[int, str | None]:
+    """Make ``settings_for(topic info)`` the topic's whole set of overrides, or only check
+    them; the error code and message for the resource's response."""
+    if resource_type != TOPIC_RESOURCE_TYPE:
+        return ErrorCode.INVALID_REQUEST, "only topic configs can be changed at run time"
     try:
-        await apply_topic_settings(broker, resource.resource_name, settings, validate_only)
+        settings = settings_for(broker.log.topic(topic))  # raises if the topic is unknown
+        if validate_only:
+            broker.log.default_config.with_changes(settings)
+        else:
+            await asyncio.to_thread(broker.log.alter_config, topic, settings, replace=True)
     except LogError as error:
-        response.error_code = error.kafka_error_code
-        response.error_message = str(error)
-    return response
-
-
-async def apply_topic_settings(
-    broker: Broker, topic: str, settings: dict[str, str], validate_only: bool
-) -> None:
-    """Make ``settings`` the topic's whole set of overrides (or only check them)."""
-    broker.log.topic(topic)  # raises if the topic is unknown
-    if validate_only:
-        broker.log.default_config.with_changes(settings)
-        return
-    await asyncio.to_thread(broker.log.alter_config, topic, settings, replace=True)
+        return error.kafka_error_code, str(error)
+    return ErrorCode.NONE, None

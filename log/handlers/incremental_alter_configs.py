@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import NO_EFFECT_CONFIGS
-from ..errors import InvalidConfigError, LogError
-from ..protocol.error_codes import ErrorCode
-from ..protocol.messages.describe_configs import TOPIC_RESOURCE_TYPE
+from ..errors import InvalidConfigError
 from ..protocol.messages.incremental_alter_configs import (
     APPEND_OPERATION,
     DELETE_OPERATION,
@@ -20,7 +18,8 @@ from ..protocol.messages.incremental_alter_configs import (
     IncrementalAlterConfigsResourceResponse,
     IncrementalAlterConfigsResponse,
 )
-from .alter_configs import apply_topic_settings
+from ..storage import TopicInfo
+from .alter_configs import alter_topic
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -39,27 +38,21 @@ async def handle(
 async def _alter(
     broker: Broker, resource: IncrementalAlterConfigsResource, validate_only: bool
 ) -> IncrementalAlterConfigsResourceResponse:
-    response = IncrementalAlterConfigsResourceResponse(
-        error_code=ErrorCode.NONE,
-        resource_type=resource.resource_type,
-        resource_name=resource.resource_name,
-    )
-    if resource.resource_type != TOPIC_RESOURCE_TYPE:
-        response.error_code = ErrorCode.INVALID_REQUEST
-        response.error_message = "only topic configs can be changed at run time"
-        return response
-    try:
-        info = broker.log.topic(resource.resource_name)
-        settings = dict(info.overrides)
+    def settings(info: TopicInfo) -> dict[str, str]:
+        changed = dict(info.overrides)
         current = info.config.to_kafka()
         for change in resource.configs:
             if change.name not in NO_EFFECT_CONFIGS:
-                _apply(settings, current, change)
-        await apply_topic_settings(broker, resource.resource_name, settings, validate_only)
-    except LogError as error:
-        response.error_code = error.kafka_error_code
-        response.error_message = str(error)
-    return response
+                _apply(changed, current, change)
+        return changed
+
+    error_code, message = await alter_topic(
+        broker, resource.resource_type, resource.resource_name, settings, validate_only
+    )
+    return IncrementalAlterConfigsResourceResponse(
+        error_code=error_code, error_message=message,
+        resource_type=resource.resource_type, resource_name=resource.resource_name,
+    )
 
 
 def _apply(
