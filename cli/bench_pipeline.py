@@ -411,6 +411,16 @@ def parse_pipelines(only: str | None) -> list[str]:
     return [name for name in PIPELINES if name in names]
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    if module in sys.modules:  # faust, once imported, leaves its __spec__ None
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return True
+
+
 def _check_settings(pipelines: Sequence[str], counts: dict[str, int], runs: int) -> None:
     if runs < 1 or any(count < 2 for count in counts.values()):
         raise SystemExit("--runs must be ≥ 1, --events and --faust-events ≥ 2")
@@ -421,8 +431,7 @@ def _check_settings(pipelines: Sequence[str], counts: dict[str, int], runs: int)
         needed["quixstreams"] = "quixstreams"
     if "faust" in pipelines:
         needed["faust"] = "faust-streaming"
-    missing = [package for module, package in needed.items()
-               if importlib.util.find_spec(module) is None]
+    missing = [package for module, package in needed.items() if not importable(module)]
     if missing:
         raise SystemExit(f"the pipeline benchmark needs {', '.join(missing)}: "
                          "pip install streamer[bench]")

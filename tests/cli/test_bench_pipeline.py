@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import orjson
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from rich.console import Console
-from streamer.cli.bench_pipeline import parse_pipelines, run_pipeline_benchmark
+from streamer.cli.bench_pipeline import importable, parse_pipelines, run_pipeline_benchmark
 from streamer.cli.bench_pipeline_apps import reshape
 from streamer.cli.bench_pipeline_events import (
     OUTPUT_TOPIC,
@@ -26,7 +25,7 @@ from streamer.partitioner import murmur2
 
 
 def _installed(*modules: str) -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in modules)
+    return all(importable(module) for module in modules)
 
 
 def test_parse_pipelines() -> None:
