@@ -58,6 +58,16 @@ class PartitionReads:
         At least one batch is returned when any exists at ``offset``, even if it is larger
         than ``max_bytes`` (as Kafka does), so a consumer always makes progress.
         """
+        records, high_watermark, start, end = self.read_view(offset, max_bytes)
+        return ReadResult(bytes(records) if isinstance(records, memoryview) else records,
+                          high_watermark, start, end)
+
+    def read_view(
+        self, offset: int, max_bytes: int = 1 << 20
+    ) -> tuple[bytes | memoryview, int, int, int]:
+        """:meth:`read` without copying the batches out of the buffer they were read into:
+        ``(records, high_watermark, log_start_offset, log_end_offset)``. For the server,
+        which hands the records straight to the socket."""
         with self.lock:
             self._check_open()
             if not self.log_start_offset <= offset <= self.log_end_offset:
@@ -65,21 +75,21 @@ class PartitionReads:
                     f"{self.name}: offset {offset} is outside "
                     f"[{self.log_start_offset}, {self.log_end_offset}]"
                 )
-            records = b""
+            records: bytes | memoryview = b""
             for segment in self.segments[self._segment_index(offset) :]:
                 if segment.next_offset > offset:
                     records = self._read_segment(segment, offset, max_bytes)
                     if records:  # compaction may leave no batch at or after ``offset`` here
                         break
-            return ReadResult(
-                records, self.high_watermark, self.log_start_offset, self.log_end_offset
-            )
+            return records, self.high_watermark, self.log_start_offset, self.log_end_offset
 
     def _segment_index(self, offset: int) -> int:
         bases = [segment.base_offset for segment in self.segments]
         return max(bisect.bisect_right(bases, offset) - 1, 0)
 
-    def _read_segment(self, segment: Segment, offset: int, max_bytes: int) -> bytes:
+    def _read_segment(
+        self, segment: Segment, offset: int, max_bytes: int
+    ) -> bytes | memoryview:
         end = segment.readable_end
         position = segment.floor_position(offset)
         while True:  # find the batch that holds ``offset``: headers only
@@ -112,7 +122,7 @@ class PartitionReads:
             cursor += header.size
             next_offset = header.next_offset
         segment.remember_read(next_offset, position + cursor)
-        return chunk if cursor == len(chunk) else chunk[:cursor]
+        return chunk if cursor == len(chunk) else memoryview(chunk)[:cursor]
 
     def _check_structure(
         self, segment: Segment, header: BatchHeader, position: int, end: int, wanted: int

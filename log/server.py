@@ -27,7 +27,13 @@ from typing import Any
 from .broker import Broker
 from .handlers import HANDLERS
 from .handlers.api_versions import unsupported_version_response
-from .protocol.apis import API_VERSIONS_KEY, APIS, RequestHeader, decode_request, encode_response
+from .protocol.apis import (
+    API_VERSIONS_KEY,
+    APIS,
+    RequestHeader,
+    decode_request,
+    encode_response_parts,
+)
 from .protocol.errors import ProtocolError, UnsupportedVersionError
 from .protocol.primitives import Reader
 
@@ -142,6 +148,7 @@ class KafkaServer:
 
 
 Handler = Callable[[Broker, RequestContext, Any], Awaitable[Any]]
+_Frame = list[bytes | bytearray | memoryview]  # a response frame's buffers, written in order
 
 
 class _Connection:
@@ -158,10 +165,10 @@ class _Connection:
         self.writer = writer
         self.client_host = client_host
         self.local_host = local_host
-        self.pending: asyncio.Queue[tuple[asyncio.Task[bytes | None], int] | None] = (
+        self.pending: asyncio.Queue[tuple[asyncio.Task[_Frame | None], int] | None] = (
             asyncio.Queue(server.in_flight_max)
         )
-        self.in_flight: set[asyncio.Task[bytes | None]] = set()
+        self.in_flight: set[asyncio.Task[_Frame | None]] = set()
 
     async def run(self) -> None:
         responder = asyncio.get_running_loop().create_task(self._respond())
@@ -221,7 +228,7 @@ class _Connection:
             raise
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _start(self, frame: bytes) -> asyncio.Task[bytes | None] | None:
+    def _start(self, frame: bytes) -> asyncio.Task[_Frame | None] | None:
         """Decode ``frame`` and start its handler; None closes the connection."""
         try:
             header, body = decode_request(frame)
@@ -250,12 +257,15 @@ class _Connection:
         what = f"api key {header.api_key} v{header.api_version}" if header else "a frame"
         logger.warning("closing connection from %s: %s: %s", self.client_host, what, why)
 
-    async def _handle(self, handler: Handler, context: RequestContext, body: Any) -> bytes | None:
+    async def _handle(
+        self, handler: Handler, context: RequestContext, body: Any
+    ) -> _Frame | None:
         response = await handler(self.server.broker, context, body)
         if response is None:  # Produce with acks=0: no answer
             return None
         api = APIS[context.header.api_key]
-        return encode_response(api, context.version, context.header.correlation_id, response)
+        return encode_response_parts(api, context.version, context.header.correlation_id,
+                                     response)
 
     async def _respond(self) -> None:
         budget = self.server.budget
@@ -269,7 +279,8 @@ class _Connection:
                     continue
                 response = await task
                 if response is not None:
-                    self.writer.write(response)
+                    for part in response:
+                        self.writer.write(part)
                     await self.writer.drain()
             except (ConnectionError, asyncio.CancelledError):
                 failed = True
@@ -282,8 +293,8 @@ class _Connection:
                 budget.give(size)
 
 
-async def _ready(response: bytes) -> bytes:
-    return response
+async def _ready(response: bytes) -> _Frame:
+    return [response]
 
 
 def _peek_header(frame: bytes) -> RequestHeader | None:

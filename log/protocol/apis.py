@@ -26,6 +26,7 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "encode_response_parts",
 ]
 
 API_VERSIONS_KEY: Final = 18
@@ -122,6 +123,13 @@ def decode_request(frame: bytes | bytearray | memoryview) -> tuple[RequestHeader
 
 def encode_response(api: Api, version: int, correlation_id: int, body: Any) -> bytes:
     """A response frame, size prefix included."""
+    return b"".join(encode_response_parts(api, version, correlation_id, body))
+
+
+def encode_response_parts(
+    api: Api, version: int, correlation_id: int, body: Any
+) -> list[bytes | bytearray | memoryview]:
+    """A response frame as buffers to write in order (large record batches not copied)."""
     writer = Writer()
     writer.int32(0)  # the size, filled in below
     writer.int32(correlation_id)
@@ -129,9 +137,11 @@ def encode_response(api: Api, version: int, correlation_id: int, body: Any) -> b
     if flexible and api.key != API_VERSIONS_KEY:
         writer.empty_tagged_fields()
     codec(api.response, version, flexible).encode(writer, body)
-    buf = writer.buf
-    buf[0:4] = (len(buf) - 4).to_bytes(4, "big")
-    return bytes(buf)
+    parts = writer.getparts()
+    first = parts[0]
+    assert isinstance(first, bytearray)
+    first[0:4] = (sum(len(part) for part in parts) - 4).to_bytes(4, "big")
+    return parts
 
 
 def encode_request(

@@ -150,13 +150,28 @@ class Reader:
             self._need(self.uvarint())
 
 
-class Writer:
-    """Appends primitives to a bytearray."""
+# Byte strings at least this long (record batches) are kept by reference, not copied.
+LARGE_BYTES_MIN: Final = 64 * 1024
 
-    __slots__ = ("buf",)
+
+class Writer:
+    """Appends primitives to a bytearray; large byte strings are kept as separate parts,
+    so a fetch response's record batches are not copied on their way to the socket."""
+
+    __slots__ = ("buf", "parts")
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self.parts: list[bytes | bytearray | memoryview] = []
+
+    def _large(self, data: bytes | bytearray | memoryview) -> None:
+        self.parts.append(self.buf)
+        self.parts.append(data)
+        self.buf = bytearray()
+
+    def getparts(self) -> list[bytes | bytearray | memoryview]:
+        """Everything written, in order: small fields gathered, large strings as given."""
+        return [*self.parts, self.buf] if self.parts else [self.buf]
 
     def int8(self, value: int) -> None:
         self.buf += _I8.pack(value)
@@ -215,14 +230,20 @@ class Writer:
             self.int32(-1)
             return
         self.int32(len(value))
-        self.buf += value
+        if len(value) >= LARGE_BYTES_MIN:
+            self._large(value)
+        else:
+            self.buf += value
 
     def compact_nullable_bytes(self, value: bytes | bytearray | memoryview | None) -> None:
         if value is None:
             self.uvarint(0)
             return
         self.uvarint(len(value) + 1)
-        self.buf += value
+        if len(value) >= LARGE_BYTES_MIN:
+            self._large(value)
+        else:
+            self.buf += value
 
     def array_length(self, count: int | None) -> None:
         self.int32(-1 if count is None else count)
