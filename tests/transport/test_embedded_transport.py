@@ -7,11 +7,12 @@ pytest-asyncio is not used: each test runs its scenario with ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,18 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def transport_for(url: str, listen: str | None = None) -> EmbeddedTransport:
     return EmbeddedTransport(url, app_id="test", listen=listen,
                              heartbeat_interval_ms=HEARTBEAT_MS)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def started(url: str) -> AsyncIterator[EmbeddedTransport]:
+    """A started transport with the test topic, closed afterwards."""
+    transport = transport_for(url)
+    await transport.start()
+    try:
+        await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        yield transport
+    finally:
+        await transport.close()
 
 
 class Recorder:
@@ -151,10 +164,7 @@ def test_ensure_topics_creates_missing_and_keeps_existing() -> None:
 
 def test_round_trip_of_10k_records(url: str) -> None:
     async def scenario() -> None:
-        transport = transport_for(url)
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started(url) as transport:
             await send_records(transport, 0, 10_000)
             listener = Recorder()
             consumer = transport.consumer("g", [TOPIC], listener)
@@ -165,48 +175,36 @@ def test_round_trip_of_10k_records(url: str) -> None:
             check_records(events, range(10_000))
             assert await consumer.fetch(0, 100) == []  # nothing more
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
 
 def test_fetch_takes_turns_between_partitions() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             await send_records(transport, 0, 400)
             consumer = transport.consumer("g", [TOPIC], Recorder())
             await consumer.start()
             firsts = [(await consumer.fetch(0, 10))[0][0].partition for _ in range(PARTITIONS)]
             assert sorted(firsts) == [0, 1, 2, 3]
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
 
 def test_fetch_wakes_on_append() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             consumer = transport.consumer("g", [TOPIC], Recorder())
             await consumer.start()
-            started = time.monotonic()
+            began = time.monotonic()
             fetching = asyncio.ensure_future(consumer.fetch(5_000, 10))
             await asyncio.sleep(0.05)
             await send_records(transport, 0, 1)
             (_, events), = await fetching
             assert [e.offset for e in events] == [0]
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - began < 2
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
@@ -216,10 +214,7 @@ def test_fetch_wakes_on_append() -> None:
 
 def test_commit_then_a_new_consumer_resumes_there(url: str) -> None:
     async def scenario() -> None:
-        transport = transport_for(url)
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started(url) as transport:
             await send_records(transport, 0, 400)
             first = transport.consumer("g", [TOPIC], Recorder())
             await first.start()
@@ -239,8 +234,6 @@ def test_commit_then_a_new_consumer_resumes_there(url: str) -> None:
             await send_records(transport, 400, 4)
             check_records(await consume(latest, 4), range(400, 404))
             await latest.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
@@ -278,10 +271,7 @@ def test_data_and_commits_survive_reopening_the_folder(tmp_path: Path) -> None:
 
 def test_a_position_below_the_log_start_resets_to_it() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             await send_records(transport, 0, 400)
             consumer = transport.consumer("g", [TOPIC], Recorder())
             await consumer.start()
@@ -292,8 +282,6 @@ def test_a_position_below_the_log_start_resets_to_it() -> None:
             (_, again), = await consumer.fetch(0, 10)
             assert [(e.partition, e.offset) for e in again] == [(3, 99)]
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
@@ -303,10 +291,7 @@ def test_a_position_below_the_log_start_resets_to_it() -> None:
 
 def test_two_members_split_the_partitions_and_one_takes_over() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             first_listener, second_listener = Recorder(), Recorder()
             first = transport.consumer("g", [TOPIC], first_listener)
             await first.start()
@@ -327,8 +312,6 @@ def test_two_members_split_the_partitions_and_one_takes_over() -> None:
             assert first_listener.calls[3:] == [("revoked", mine), ("assigned", tps(0, 1, 2, 3))]
             await first.commit({TopicPartition(TOPIC, 0): 1})
             await first.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
@@ -368,10 +351,7 @@ def test_a_listener_error_surfaces_from_start_and_fetch() -> None:
                 raise RuntimeError("listener bug")
 
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             with pytest.raises(RuntimeError, match="listener bug"):
                 await transport.consumer("g", [TOPIC], Failing()).start()
             assert transport.broker.groups.describe_groups(["g"])[0].members == ()
@@ -390,26 +370,19 @@ def test_a_listener_error_surfaces_from_start_and_fetch() -> None:
             assert len(consumer.assignment()) == 2
             await other.close()
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
 
 def test_a_commit_with_a_stale_generation_is_refused() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             consumer = transport.consumer("g", [TOPIC], Recorder())
             await consumer.start()
             consumer._member.generation_id -= 1
             with pytest.raises(CommitFailedError, match="ILLEGAL_GENERATION"):
                 await consumer.commit({TopicPartition(TOPIC, 0): 1})
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
 
@@ -582,17 +555,12 @@ def test_flush_surfaces_a_record_the_log_refuses(url: str) -> None:
 
 def test_sends_are_readable_before_flush_after_the_linger() -> None:
     async def scenario() -> None:
-        transport = transport_for("memory://")
-        await transport.start()
-        try:
-            await transport.ensure_topics([TopicSpec(TOPIC, PARTITIONS)])
+        async with started("memory://") as transport:
             consumer = transport.consumer("g", [TOPIC], Recorder())
             await consumer.start()
             await transport.send(TOPIC, 2, b"k", b"v", (), 5)
             (tp, events), = await consumer.fetch(2_000, 10)
             assert tp == TopicPartition(TOPIC, 2) and events[0].value == b"v"
             await consumer.close()
-        finally:
-            await transport.close()
 
     run(scenario())
