@@ -189,6 +189,11 @@ class Agent:
     async def _handle(
         self, error: Exception, event: Event | None, index: int, failures: int
     ) -> None:
+        from .tables import PartitionRevokedError
+
+        if isinstance(error, PartitionRevokedError):  # the new owner processes it again
+            logger.debug("agent %s: %s; event skipped", self.name, error)
+            return
         self.errors += 1
         self.app.record_error(self.name, error, event)
         where = (

@@ -34,6 +34,7 @@ from .topics import Topic
 
 if TYPE_CHECKING:
     from .streams import Stream
+    from .tables import StoreKind, Table
     from .worker import Worker
 
 __all__ = ["App", "RecentError"]
@@ -64,6 +65,7 @@ class App:
         commit_every: int = 10_000,
         default_partitions: int | None = None,
         listen: str | None = "127.0.0.1:0",
+        state_dir: str | None = None,
     ) -> None:
         if not id or any(c not in _ID_CHARS for c in id):
             raise StreamerError(f"app id {id!r}: use letters, digits, '.', '_' and '-'")
@@ -73,6 +75,10 @@ class App:
         self.commit_every = commit_every
         self.default_partitions = default_partitions
         self.listen = listen  # where an embedded log is served (None: not at all)
+        # Where table stores live; None: beside the log (<folder>/state/<app>), or
+        # ./streamer-state/<app> for kafka://, or in memory for memory://.
+        self.state_dir = state_dir
+        self.tables: dict[str, Table] = {}
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.timers: list[Timer | Crontab] = []
@@ -117,6 +123,52 @@ class App:
                                       partitions=partitions or self.default_partitions,
                                       internal=True)
         return self.topics[name]
+
+    def table(
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        store: StoreKind | None = None,
+        standby_replicas: int = 0,
+    ) -> Table:
+        """Declare a table (see :mod:`streamer.tables`): ``default`` makes missing keys read
+        as ``default()``; values are JSON unless ``value_type`` says otherwise; ``store`` is
+        ``"rocksdb"`` (the default on a durable log) or ``"memory"``; ``standby_replicas``
+        other workers keep a warm copy of each partition."""
+        return self._add_table(name, default=default, key_type=key_type,
+                               value_type=value_type, partitions=partitions, store=store,
+                               standby_replicas=standby_replicas, is_global=False)
+
+    def global_table(
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        store: StoreKind | None = None,
+    ) -> Table:
+        """Declare a table every worker holds whole: any key can be read anywhere."""
+        return self._add_table(name, default=default, key_type=key_type,
+                               value_type=value_type, partitions=partitions, store=store,
+                               standby_replicas=0, is_global=True)
+
+    def _add_table(self, name: str, **options: Any) -> Table:
+        from .tables import Table
+
+        if name in self.tables:
+            raise StreamerError(f"table {name!r} declared twice")
+        if self.worker is not None:
+            raise StreamerError(f"table {name!r}: declare tables before the worker starts")
+        table = Table(self, name, **options)
+        self.tables[name] = table
+        self.topics[table.changelog_topic.name] = table.changelog_topic
+        return table
 
     def agent(
         self,

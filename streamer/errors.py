@@ -18,10 +18,14 @@ Each subsystem hangs its own subtree under :class:`StreamerError`::
     │   ├── OffsetOutOfRangeError
     │   ├── LogStorageError           the filesystem failed (disk full, I/O error)
     │   └── CorruptLogError           data on disk is damaged; names the file and offset
-    └── ProtocolError                 streamer.log.protocol: a frame that is not valid Kafka
-        ├── ProtocolDecodeError       short, bad lengths, invalid UTF-8, bytes left over
-        ├── UnknownApiError           an API key streamer does not serve
-        └── UnsupportedVersionError   a known API at a version streamer does not serve
+    ├── ProtocolError                 streamer.log.protocol: a frame that is not valid Kafka
+    │   ├── ProtocolDecodeError       short, bad lengths, invalid UTF-8, bytes left over
+    │   ├── UnknownApiError           an API key streamer does not serve
+    │   └── UnsupportedVersionError   a known API at a version streamer does not serve
+    ├── StoreError                    streamer.state: a store cannot open, read or write
+    └── TableError                    streamer.state: a table used where it cannot work
+                                      (a key another worker owns, a stream not
+                                      partitioned like the table)
 
 Errors carry the context a user needs (topic, partition, offset, file) and, where a
 Kafka client will see them, the Kafka error code the protocol layer sends.

@@ -8,11 +8,19 @@
 The runtime talks only to :class:`~streamer.transport.base.Transport`.
 """
 
-from .base import RebalanceListener, TopicSpec, Transport, TransportConsumer, open_transport
+from .base import (
+    PartitionReader,
+    RebalanceListener,
+    TopicSpec,
+    Transport,
+    TransportConsumer,
+    open_transport,
+)
 from .embedded import LogInUseError
 
 __all__ = [
     "LogInUseError",
+    "PartitionReader",
     "RebalanceListener",
     "TopicSpec",
     "Transport",

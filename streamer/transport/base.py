@@ -9,7 +9,14 @@ from typing import Protocol
 
 from ..events import Event, Headers, TopicPartition
 
-__all__ = ["RebalanceListener", "TopicSpec", "Transport", "TransportConsumer", "open_transport"]
+__all__ = [
+    "PartitionReader",
+    "RebalanceListener",
+    "TopicSpec",
+    "Transport",
+    "TransportConsumer",
+    "open_transport",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,45 @@ class TransportConsumer(abc.ABC):
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Fetch ``partition`` from ``offset`` next."""
 
+    def standby_partitions(self) -> frozenset[int]:
+        """Partition numbers whose state this member keeps warm for another (the
+        ``streamer`` assignor's standby replicas); empty with other assignors."""
+        return frozenset()
+
+
+class PartitionReader(abc.ABC):
+    """Reads partitions assigned by hand, from given offsets: restoring and tailing table
+    changelogs. Events carry raw ``bytes | None`` keys and values."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The high watermark of each partition (the offset the next record will get)."""
+
+    @abc.abstractmethod
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Read these partitions (too) from these offsets on."""
+
+    @abc.abstractmethod
+    def unassign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop reading these partitions."""
+
+    @abc.abstractmethod
+    def assigned(self) -> frozenset[TopicPartition]: ...
+
+    @abc.abstractmethod
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset the next read of an assigned partition starts at."""
+
+    @abc.abstractmethod
+    async def fetch(
+        self, timeout_ms: int, max_records: int
+    ) -> list[tuple[TopicPartition, list[Event]]]:
+        """Events of the assigned partitions, in offset order per partition; waits up to
+        ``timeout_ms`` when there are none."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
 
 class Transport(abc.ABC):
     """Produce to and consume from topics of one log (embedded or over the Kafka protocol)."""
@@ -103,9 +149,16 @@ class Transport(abc.ABC):
         listener: RebalanceListener,
         *,
         auto_offset_reset: str = "earliest",
+        standby_replicas: int = 0,
     ) -> TransportConsumer:
         """A group member subscribed to ``topics``; starts at the committed offsets, else
-        at ``auto_offset_reset`` ("earliest" or "latest")."""
+        at ``auto_offset_reset`` ("earliest" or "latest"). Partition ``p`` of every topic
+        goes to the same member (co-partitioning), and ``standby_replicas`` other members
+        are named to keep each partition number's state warm."""
+
+    @abc.abstractmethod
+    def reader(self) -> PartitionReader:
+        """A reader of partitions picked by hand, outside any group (changelogs)."""
 
 
 def open_transport(url: str, *, app_id: str, listen: str | None = "127.0.0.1:0") -> Transport:

@@ -60,6 +60,7 @@ from streamer.log.server import KafkaServer
 from ..events import Headers
 from .base import RebalanceListener, TopicSpec, Transport
 from .embedded_consumer import EmbeddedConsumer, EmbeddedConsumerStatistics
+from .embedded_reader import EmbeddedReader
 from .kafka_client import TransportError
 
 __all__ = [
@@ -386,10 +387,12 @@ class EmbeddedTransport(Transport):
         listener: RebalanceListener,
         *,
         auto_offset_reset: str = "earliest",
+        standby_replicas: int = 0,
     ) -> EmbeddedConsumer:
         consumer = EmbeddedConsumer(
             self.broker, group_id, topics, listener,
             auto_offset_reset=auto_offset_reset,
+            standby_replicas=standby_replicas,
             client_id=self.app_id,
             session_timeout_ms=self._session_timeout_ms,
             rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
@@ -397,6 +400,9 @@ class EmbeddedTransport(Transport):
         )  # fmt: skip
         self._consumers.add(consumer)
         return consumer
+
+    def reader(self) -> EmbeddedReader:
+        return EmbeddedReader(self.broker)
 
     def statistics(self) -> EmbeddedTransportStatistics:
         return EmbeddedTransportStatistics(

@@ -28,7 +28,12 @@ from ..events import Event, TopicPartition
 from .base import RebalanceListener, TransportConsumer
 from .embedded_group import ConsumerGroupError, GroupMember, GroupMemberStatistics
 
-__all__ = ["FETCH_BYTES_MAX", "EmbeddedConsumer", "EmbeddedConsumerStatistics"]
+__all__ = [
+    "FETCH_BYTES_MAX",
+    "EmbeddedConsumer",
+    "EmbeddedConsumerStatistics",
+    "decode_records",
+]
 
 logger = logging.getLogger("streamer.transport.embedded")
 
@@ -69,6 +74,7 @@ class EmbeddedConsumer(TransportConsumer):
         session_timeout_ms: int,
         rebalance_timeout_ms: int,
         heartbeat_interval_ms: int,
+        standby_replicas: int = 0,
     ) -> None:
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(
@@ -87,6 +93,7 @@ class EmbeddedConsumer(TransportConsumer):
             session_timeout_ms=session_timeout_ms,
             rebalance_timeout_ms=rebalance_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            standby_replicas=standby_replicas,
         )  # fmt: skip
         self._positions: dict[TopicPartition, int] = {}
         self._buffered: dict[TopicPartition, _Buffered] = {}
@@ -112,6 +119,9 @@ class EmbeddedConsumer(TransportConsumer):
 
     def assignment(self) -> frozenset[TopicPartition]:
         return self._member.assignment
+
+    def standby_partitions(self) -> frozenset[int]:
+        return self._member.standby
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         if partition not in self._positions:
@@ -205,7 +215,7 @@ class EmbeddedConsumer(TransportConsumer):
         except OffsetOutOfRangeError:  # retention or DeleteRecords moved the start past it
             position = self._positions[tp] = self._reset(tp, "below the log start")
             read = partition.read(position, FETCH_BYTES_MAX)
-        events, next_offset = _decode(tp, read.records, position)
+        events, next_offset = decode_records(tp, read.records, position)
         if next_offset <= position:
             return None
         buffered = _Buffered(events, 0, next_offset)  # events may be empty: control
@@ -287,7 +297,7 @@ class EmbeddedConsumer(TransportConsumer):
         self._order = [tp for tp in self._order if tp not in partitions]
 
 
-def _decode(tp: TopicPartition, records: bytes, position: int) -> tuple[list[Event], int]:
+def decode_records(tp: TopicPartition, records: bytes, position: int) -> tuple[list[Event], int]:
     """Events at or after ``position`` from whole batches, and the offset after the last
     batch. Control batches (transaction markers) are skipped."""
     topic, partition = tp

@@ -37,6 +37,14 @@ from streamer.log.groups import GroupCoordinator, JoinResult
 from streamer.log.protocol.error_codes import ErrorCode
 
 from ..events import TopicPartition
+from .assignor import (
+    ASSIGNOR_NAME,
+    assign_copartitioned,
+    decode_assignment_user_data,
+    decode_subscription_user_data,
+    encode_assignment_user_data,
+    encode_subscription_user_data,
+)
 from .kafka_client import ConsumerError
 
 __all__ = [
@@ -132,8 +140,8 @@ def assign_range(
 ASSIGNORS: dict[str, Assignor] = {"roundrobin": assign_roundrobin, "range": assign_range}
 
 
-def encode_metadata(topics: Sequence[str]) -> bytes:
-    return bytes(ConsumerProtocolMemberMetadata(0, sorted(topics), b"").encode())
+def encode_metadata(topics: Sequence[str], user_data: bytes = b"") -> bytes:
+    return bytes(ConsumerProtocolMemberMetadata(0, sorted(topics), user_data).encode())
 
 
 def decode_subscription(metadata: bytes) -> list[str]:
@@ -145,12 +153,27 @@ def decode_subscription(metadata: bytes) -> list[str]:
         return []
 
 
-def encode_assignment(partitions: Sequence[TopicPartition]) -> bytes:
+def decode_standby_replicas(metadata: bytes) -> int:
+    try:
+        user_data = ConsumerProtocolMemberMetadata.decode(metadata).user_data
+    except Exception:  # decode_subscription has warned about it
+        return 0
+    return decode_subscription_user_data(user_data)
+
+
+def encode_assignment(partitions: Sequence[TopicPartition], user_data: bytes = b"") -> bytes:
     by_topic: dict[str, list[int]] = {}
     for tp in partitions:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     topics = sorted((topic, sorted(numbers)) for topic, numbers in by_topic.items())
-    return bytes(ConsumerProtocolMemberAssignment(0, topics, b"").encode())
+    return bytes(ConsumerProtocolMemberAssignment(0, topics, user_data).encode())
+
+
+def decode_standby(data: bytes) -> frozenset[int]:
+    """The standby partition numbers the ``streamer`` assignor gave this member."""
+    if not data:
+        return frozenset()
+    return decode_assignment_user_data(ConsumerProtocolMemberAssignment.decode(data).user_data)
 
 
 def decode_assignment(data: bytes) -> frozenset[TopicPartition]:
@@ -196,6 +219,7 @@ class GroupMember:
         session_timeout_ms: int,
         rebalance_timeout_ms: int,
         heartbeat_interval_ms: int,
+        standby_replicas: int = 0,
     ) -> None:
         assert 0 < heartbeat_interval_ms < session_timeout_ms, "heartbeats within the session"
         self._coordinator = coordinator
@@ -209,11 +233,15 @@ class GroupMember:
         self._rebalance_timeout_ms = rebalance_timeout_ms
         self._heartbeat_interval_ms = heartbeat_interval_ms
         metadata = encode_metadata(self.topics)
-        self._protocols = [(name, metadata) for name in ASSIGNORS]
+        # The co-partitioning assignor first: every streamer member prefers it, and a group
+        # with a plain Kafka client in it falls back to round-robin.
+        ours = encode_metadata(self.topics, encode_subscription_user_data(standby_replicas))
+        self._protocols = [(ASSIGNOR_NAME, ours), *((name, metadata) for name in ASSIGNORS)]
         self.member_id = ""
         self.generation_id = -1
         self.leader = False
         self.assignment: frozenset[TopicPartition] = frozenset()
+        self.standby: frozenset[int] = frozenset()  # partition numbers to keep warm
         self.rebalancing = False  # from the heartbeat's alarm until on_assigned returned
         self.stable = asyncio.Event()  # set while not rebalancing
         self._joining = False  # inside JoinGroup/SyncGroup: the generation is changing
@@ -326,15 +354,26 @@ class GroupMember:
         if synced.error_code != ErrorCode.NONE:
             return ErrorCode(synced.error_code)
         self.assignment = decode_assignment(synced.assignment)
+        self.standby = decode_standby(synced.assignment)
         return ErrorCode.NONE
 
     def _assign(self, joined: JoinResult) -> list[tuple[str, bytes]]:
         """The leader's work: every member's partitions by the group's assignor."""
-        assignor = ASSIGNORS[joined.protocol_name or ""]  # chosen among the ones we offered
         subscriptions = {m.member_id: decode_subscription(m.metadata) for m in joined.members}
         topics = {topic for subscribed in subscriptions.values() for topic in subscribed}
         self._partition_counts = {topic: self._partition_count(topic) for topic in topics}
-        assigned = assignor(subscriptions, self._partition_counts.__getitem__)
+        count = self._partition_counts.__getitem__
+        if joined.protocol_name == ASSIGNOR_NAME:
+            wanted = {
+                m.member_id: (subscriptions[m.member_id], decode_standby_replicas(m.metadata))
+                for m in joined.members
+            }
+            return [
+                (member, encode_assignment(tps, encode_assignment_user_data(standby)))
+                for member, (tps, standby) in assign_copartitioned(wanted, count).items()
+            ]
+        assignor = ASSIGNORS[joined.protocol_name or ""]  # chosen among the ones we offered
+        assigned = assignor(subscriptions, count)
         return [(member, encode_assignment(tps)) for member, tps in assigned.items()]
 
     async def _recover_from(self, error: ErrorCode) -> None:

@@ -34,7 +34,7 @@ from .kafka_client import (
     explain,
     start_bounded,
 )
-from .kafka_consumer import KafkaTransportConsumer
+from .kafka_consumer import KafkaReader, KafkaTransportConsumer
 from .kafka_producer import DELIVERY_TIMEOUT_MS, BatchShipper, Partition
 
 __all__ = [
@@ -247,6 +247,7 @@ class KafkaTransport(Transport):
         listener: RebalanceListener,
         *,
         auto_offset_reset: str = "earliest",
+        standby_replicas: int = 0,
     ) -> TransportConsumer:
         return KafkaTransportConsumer(
             self.bootstrap,
@@ -257,4 +258,10 @@ class KafkaTransport(Transport):
             auto_offset_reset=auto_offset_reset,
             isolation_level=self.isolation_level,
             connect_timeout_ms=self.connect_timeout_ms,
+            standby_replicas=standby_replicas,
         )
+
+    def reader(self) -> KafkaReader:
+        return KafkaReader(self.bootstrap, client_id=self.client_id,
+                           isolation_level=self.isolation_level,
+                           connect_timeout_ms=self.connect_timeout_ms)

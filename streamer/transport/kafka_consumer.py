@@ -30,14 +30,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from ..events import Event, TopicPartition
-from .base import RebalanceListener, TransportConsumer
+from .assignor import CopartitionedAssignor
+from .base import PartitionReader, RebalanceListener, TransportConsumer
 from .kafka_client import REQUEST_TIMEOUT_MS, ConsumerError, explain, start_bounded
 
-__all__ = ["KafkaTransportConsumer"]
+__all__ = ["KafkaReader", "KafkaTransportConsumer"]
 
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 1_000
@@ -69,6 +71,7 @@ class KafkaTransportConsumer(TransportConsumer):
         session_timeout_ms: int = SESSION_TIMEOUT_MS,
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS,
+        standby_replicas: int = 0,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest"):
             raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', "
@@ -85,6 +88,7 @@ class KafkaTransportConsumer(TransportConsumer):
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
         self._listener = _RebalanceAdapter(listener)
+        self._assignor = CopartitionedAssignor(standby_replicas)
         self._consumer: Any = None  # AIOKafkaConsumer once started
 
     async def start(self) -> None:
@@ -105,6 +109,8 @@ class KafkaTransportConsumer(TransportConsumer):
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES_MAX,
             fetch_max_wait_ms=FETCH_WAIT_MS_MAX,
+            # Co-partitioned first; round-robin lets plain Kafka clients share the group.
+            partition_assignment_strategy=(self._assignor, RoundRobinPartitionAssignor),
         )
         consumer.subscribe(topics=list(self.topics), listener=self._listener)
         await start_bounded(
@@ -163,6 +169,9 @@ class KafkaTransportConsumer(TransportConsumer):
         return frozenset(TopicPartition(tp.topic, tp.partition)
                          for tp in self._consumer.assignment())
 
+    def standby_partitions(self) -> frozenset[int]:
+        return self._assignor.standby
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
 
@@ -203,3 +212,103 @@ class _RebalanceAdapter(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
         failure, self.failure = self.failure, None
         if failure is not None:
             raise ConsumerError(f"rebalance callback failed: {failure!r}") from failure
+
+
+class KafkaReader(PartitionReader):
+    """Partitions assigned by hand through an aiokafka consumer without a group."""
+
+    def __init__(self, bootstrap: str, *, client_id: str, isolation_level: str,
+                 connect_timeout_ms: int) -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.isolation_level = isolation_level
+        self.connect_timeout_ms = connect_timeout_ms
+        self._consumer: Any = None
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def _started(self) -> Any:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, client_id=self.client_id, group_id=None,
+                enable_auto_commit=False, isolation_level=self.isolation_level,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                max_partition_fetch_bytes=PARTITION_FETCH_BYTES_MAX,
+                fetch_max_wait_ms=FETCH_WAIT_MS_MAX,
+            )
+            await start_bounded(
+                consumer.start(), consumer.stop, bootstrap=self.bootstrap,
+                what="changelog reader", timeout_ms=self.connect_timeout_ms,
+            )
+            self._consumer = consumer
+        return self._consumer
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        if not partitions:
+            return {}
+        consumer = await self._started()
+        try:
+            ends = await consumer.end_offsets([KafkaTopicPartition(*tp) for tp in partitions])
+        except KafkaError as exc:
+            raise ConsumerError(f"end offsets of {list(partitions)} from {self.bootstrap} "
+                                f"failed: {explain(exc)}") from exc
+        return {TopicPartition(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        self._positions.update(positions)
+        self._reassign(positions)
+
+    def unassign(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop(tp, None)
+        self._reassign({})
+
+    def assigned(self) -> frozenset[TopicPartition]:
+        return frozenset(self._positions)
+
+    async def position(self, partition: TopicPartition) -> int:
+        if self._consumer is None:
+            return self._positions[partition]
+        offset: int = await self._consumer.position(KafkaTopicPartition(*partition))
+        self._positions[partition] = offset
+        return offset
+
+    def _reassign(self, seeks: Mapping[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return  # fetch starts it and assigns everything
+        consumer.assign([KafkaTopicPartition(*tp) for tp in self._positions])
+        for tp in self._positions:
+            consumer.seek(KafkaTopicPartition(*tp), self._positions[tp])
+
+    async def fetch(
+        self, timeout_ms: int, max_records: int
+    ) -> list[tuple[TopicPartition, list[Event]]]:
+        if not self._positions:
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
+        if self._consumer is None:
+            await self._started()
+            self._reassign(self._positions)
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms,
+                                                   max_records=max_records)
+        except KafkaError as exc:
+            raise ConsumerError(f"changelog fetch from {self.bootstrap} failed: "
+                                f"{explain(exc)}") from exc
+        batches: list[tuple[TopicPartition, list[Event]]] = []
+        for (topic, partition), records in fetched.items():
+            tp = TopicPartition(topic, partition)
+            if tp not in self._positions or not records:
+                continue
+            events = [Event(topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                      for r in records]
+            self._positions[tp] = events[-1].offset + 1
+            batches.append((tp, events))
+        return batches
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._positions.clear()
+        if consumer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_TIMEOUT_MS / 1000)
