@@ -158,16 +158,30 @@ class App:
                                value_type=value_type, partitions=partitions, store=store,
                                standby_replicas=0, is_global=True)
 
-    def _add_table(self, name: str, **options: Any) -> Table:
+    def state_table(self, name: str, *, key_type: Any, copartition_with: Topic | None) -> Table:
+        """The table behind a stream operator (a windowed aggregation): made once, found
+        again when the agent that declared it restarts; partitioned like
+        ``copartition_with``, whatever partitions that topic turns out to have."""
+        table = self.tables.get(name)
+        if table is not None:
+            return table
+        table = self._add_table(name, default=None, key_type=key_type, value_type=None,
+                                partitions=None, store=None, standby_replicas=0,
+                                is_global=False, register_changelog=copartition_with is None)
+        table.copartition_with = copartition_with
+        return table
+
+    def _add_table(self, name: str, *, register_changelog: bool = True, **options: Any) -> Table:
         from .tables import Table
 
         if name in self.tables:
             raise StreamerError(f"table {name!r} declared twice")
-        if self.worker is not None:
+        if self.worker is not None and self.worker.consuming:
             raise StreamerError(f"table {name!r}: declare tables before the worker starts")
         table = Table(self, name, **options)
         self.tables[name] = table
-        self.topics[table.changelog_topic.name] = table.changelog_topic
+        if register_changelog:  # else the worker creates it once it knows the partitions
+            self.topics[table.changelog_topic.name] = table.changelog_topic
         return table
 
     def agent(

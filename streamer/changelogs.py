@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .events import TopicPartition
 from .state import MemoryStore, RocksDBStore, Store, StoreError
 from .tables import Table, _Recovery
-from .transport import PartitionReader
+from .transport import PartitionReader, TopicSpec
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -100,12 +100,14 @@ class Tables:
 
     async def start(self) -> None:
         """Learn each changelog's partitions; restore global tables; start tailing."""
+        self.tables = list(self.worker.app.tables.values())  # operators add theirs late
         if not self.tables:
             return
         if self.state is not None:
             path = self.state.acquire()
             logger.info("table state in %s", path)
         transport = self._transport()
+        await self._create_operator_changelogs()
         for table in self.tables:
             table.partition_count = transport.partition_count(table.changelog_topic.name)
         self._tail_reader = transport.reader()
@@ -118,6 +120,26 @@ class Tables:
                 table.active[partition] = table.cached(store)
                 self._tail(table, partition, store)
         self._tail_task = asyncio.ensure_future(self._tail_loop())
+
+    async def _create_operator_changelogs(self) -> None:
+        """Operators' state tables take their stream topic's partition count."""
+        transport = self._transport()
+        for table in self.tables:
+            source = table.copartition_with
+            if source is None:
+                continue
+            count = transport.partition_count(source.name)
+            topic = table.changelog_topic
+            topic.partitions = count
+            created = await transport.ensure_topics(
+                [TopicSpec(topic.name, count, topic.config)]
+            )
+            if created[topic.name] != count:
+                raise StoreError(
+                    f"{topic.name} has {created[topic.name]} partitions but {source.name} has "
+                    f"{count}: the window state must be partitioned like its stream; delete "
+                    "the changelog topic (its state is rebuilt from the input) or re-key"
+                )
 
     def _open(self, table: Table, partition: int) -> Store:
         kind = table.store_kind or ("memory" if self.state is None else "rocksdb")

@@ -4,7 +4,7 @@
 
 - ``bytes`` or ``None``: as is;
 - ``str``: UTF-8;
-- ``dict``, ``list``, ``"json"``: JSON through orjson;
+- ``dict``, ``list``, ``int``, ``float``, ``bool``, ``"json"``: JSON through orjson;
 - a dataclass: JSON, decoded into the dataclass;
 - a msgspec ``Struct``: msgspec's JSON codec for that type;
 - a pydantic ``BaseModel``: its own JSON validation and dumping.
@@ -135,7 +135,7 @@ def codec_for(value_type: Any) -> Codec:
         return _BYTES
     if value_type is str:
         return _STR
-    if value_type in (dict, list, "json"):
+    if value_type in (dict, list, "json", int, float, bool):  # JSON numbers and booleans too
         return _JSON
     if isinstance(value_type, type):
         if dataclasses.is_dataclass(value_type):

@@ -33,7 +33,11 @@ from .serialization import SerializationError
 
 if TYPE_CHECKING:
     from .app import App
+    from .operators import WindowDefinition
     from .topics import Topic
+    from .windowing import WindowedStream
+
+IDLE_TIMEOUT_S = 30.0  # a partition without events this long: its windows close anyway
 
 __all__ = ["PROCESSING", "DecodeFailure", "EventTracker", "Stream", "TopicSource"]
 
@@ -276,6 +280,22 @@ class Stream:
             raise StreamerError("take() needs count ≥ 1 and within > 0")
         return _Batches(self, count, within)
 
+    def window(
+        self,
+        definition: WindowDefinition,
+        *,
+        name: str | None = None,
+        timestamp: Callable[[Any], int] | None = None,
+        idle_timeout_s: float | None = IDLE_TIMEOUT_S,
+        on_late: Callable[[Any, Any, int], None] | None = None,
+    ) -> WindowedStream:
+        """Aggregate per key in windows (see :mod:`streamer.windowing`), e.g.
+        ``stream.window(tumbling(10)).count().final()``."""
+        from .windowing import WindowedStream
+
+        return WindowedStream(self, definition, name=name, timestamp=timestamp,
+                              idle_timeout_s=idle_timeout_s, on_late=on_late)
+
     async def to(self, topic: Topic) -> None:
         """Send every value to ``topic``, keyed like the event it came from. Runs until the
         stream ends."""
@@ -351,6 +371,7 @@ async def _walk(inbox: Inbox) -> AsyncIterator[Event]:
             continue
         inbox.index = index + 1
         yield batch[index]
+        inbox.done = index + 1  # asked for the next one: finished with this one
 
 
 async def _apply(

@@ -111,7 +111,11 @@ class Table:
         self.app = app
         self.name = name
         self.default = default
-        self.key_codec: Codec = AUTO_KEY if key_type is None else codec_for(key_type)
+        self.key_codec: Codec = (
+            AUTO_KEY if key_type is None
+            else key_type if hasattr(key_type, "dumps") and hasattr(key_type, "loads")
+            else codec_for(key_type)
+        )  # fmt: skip
         self.value_codec: Codec = codec_for(dict if value_type is None else value_type)
         self.store_kind = store
         self.standby_replicas = standby_replicas
@@ -121,6 +125,8 @@ class Table:
             config={"cleanup.policy": "compact"}, internal=True,
         )  # fmt: skip
         self.partition_count = partitions or 0  # the changelog's, once the worker started
+        # A topic whose partition count the changelog takes (an operator's state table).
+        self.copartition_with: Topic | None = None
         self.active: dict[int, CachedStore] = {}  # partitions this worker serves
         self.standby: dict[int, Store] = {}  # partitions kept warm for another worker
         self.recovery: dict[int, _Recovery] = {}

@@ -15,20 +15,24 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .agents import AgentError
 from .app import App
+from .changelogs import Tables
 from .errors import StreamerError
 from .events import Event, Headers, TopicPartition
 from .inbox import BatchAck, Inbox, OffsetTracker
 from .log.clock import Clock
 from .partitioner import KeyPartitioner
 from .serialization import SerializationError
+from .statistics import WorkerSnapshot
+from .statistics_log import StatisticsPublisher
+from .statistics_worker import WorkerActivity, snapshot
 from .streams import DecodeFailure
 from .timers import run_timer
 from .topics import Topic
@@ -40,7 +44,7 @@ from .transport import (
     open_transport,
 )
 
-__all__ = ["Worker", "WorkerStatistics", "run_worker"]
+__all__ = ["Worker", "run_worker"]
 
 logger = logging.getLogger("streamer.worker")
 
@@ -48,16 +52,6 @@ FETCH_TIMEOUT_MS = 100
 FETCH_RECORDS_MAX = 10_000
 PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
 DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStatistics:
-    app: str
-    state: str
-    uptime_s: float
-    assigned: tuple[TopicPartition, ...]
-    events_in: int
-    commits: int
 
 
 Route = Callable[[int], Inbox]
@@ -92,6 +86,13 @@ class Worker:
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self.leader_topic = f"{app.id}-__leader"
+        # Statistics: what the hooks below record for snapshots, and the task publishing them.
+        self.activity = WorkerActivity(app.id)
+        self._publisher: StatisticsPublisher | None = None
+        self.tables = Tables(self, list(app.tables.values()), _state_root(app, self.broker_url))
+        self._checkpointing = asyncio.Lock()  # the consume loop's and a revocation's
+        # Assigned partitions whose tables are restored: only their events are delivered.
+        self._ready: set[TopicPartition] = set()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -130,13 +131,17 @@ class Worker:
         try:
             await self._start_agents()
             await self._ensure_topics()
+            await self.tables.start()
             self.consumer = consumer = transport.consumer(
-                app.id, [*self._routes, self.leader_topic], _Listener(self)
+                app.id, [*self._routes, self.leader_topic], _Listener(self),
+                standby_replicas=self.tables.standby_replicas,
             )
             await consumer.start()
             self.consuming = True
             self.state = "running"
             self._start_timers_and_tasks()
+            self._publisher = StatisticsPublisher(self)
+            self._publisher.start()
             logger.info("worker of %s running on %s: %d agents, topics %s", app.id,
                         self.broker_url, len(app.agents), ", ".join(sorted(self._routes)))
             address = getattr(transport, "address", None)
@@ -232,31 +237,60 @@ class Worker:
         routes = self._routes.get(partition.topic)
         if not routes or not events:
             return 0
+        if partition not in self._ready:
+            # Fetched while its tables were still restoring (aiokafka fetches as soon as it
+            # is assigned), or after it was revoked: read it again once it is ready.
+            consumer = self.consumer
+            if consumer is not None and partition in consumer.assignment():
+                consumer.seek(partition, events[0].offset)
+            return 0
         topic = self.app.topics.get(partition.topic)
         if topic is not None:
             _decode(topic, events)
         ack = BatchAck(partition, events[-1].offset + 1, len(routes))
         self._tracker.track(ack)
-        for route in routes:
-            await route(partition.partition).put(events, ack)
+        if len(routes) == 1:
+            inbox = routes[0](partition.partition)
+            ack.inbox = inbox
+            await inbox.put(events, ack)
+        else:
+            for route in routes:
+                await route(partition.partition).put(events, ack)
         self.events_in += len(events)
         return len(events)
 
     async def checkpoint(self, partitions: frozenset[TopicPartition] | None = None) -> None:
-        """Flush what was sent, then commit what was processed (of ``partitions``, or all)."""
-        offsets = self._tracker.committable()
-        if partitions is not None:
-            offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
-        assert self.transport is not None and self.consumer is not None
-        await self.transport.flush()
-        if offsets:
-            await self.consumer.commit(offsets)
-            self.commits += 1
+        """Write the tables' changes to their changelogs, flush what was sent, record the
+        changes in the stores, then commit what was processed (of ``partitions``, or all)."""
+        async with self._checkpointing:
+            offsets = self._tracker.committable()
+            if partitions is not None:
+                offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
+            # Taken with the offsets, before any await: every change made by the events
+            # below those offsets is in it.
+            changes = self.tables.take_changes()
+            assert self.transport is not None and self.consumer is not None
+            await self.tables.send(changes)
+            await self.transport.flush()
+            await self.tables.write(changes)
+            if offsets:
+                await self.consumer.commit(offsets)
+                self.commits += 1
+                self.activity.committed_offsets(offsets)
+
+    async def assign(self, partitions: frozenset[TopicPartition]) -> None:
+        """Restore the tables' partitions before any event of ``partitions`` is fetched."""
+        assert self.consumer is not None or not self.tables.tables
+        numbers = frozenset(tp.partition for tp in partitions if tp.topic != self.leader_topic)
+        standby = self.consumer.standby_partitions() if self.consumer is not None else frozenset()
+        await self.tables.assign(numbers, standby)
+        self._ready |= partitions
 
     async def revoke(self, partitions: frozenset[TopicPartition]) -> None:
         if not self.consuming:
             return
         self.state = "rebalancing"
+        self._ready -= partitions
         for routes in self._routes.values():
             for route in routes:
                 for partition in partitions:
@@ -264,6 +298,9 @@ class Worker:
         with contextlib.suppress(StreamerError):
             await self.checkpoint(partitions)
         self._tracker.forget(partitions)
+        self.activity.revoked(partitions)
+        self.tables.revoke(frozenset(tp.partition for tp in partitions
+                                     if tp.topic != self.leader_topic))
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
@@ -280,9 +317,12 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tables.close()
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.close()
+        if self._publisher is not None:  # its last snapshot goes out with the final flush
+            await self._publisher.stop()
         if self.transport is not None:
             await self.transport.close()
         self.app.worker = None
@@ -309,10 +349,9 @@ class Worker:
     def routed_topics(self) -> list[str]:
         return sorted(self._routes)
 
-    def statistics(self) -> WorkerStatistics:
-        assigned = tuple(sorted(self.consumer.assignment())) if self.consumer else ()
-        return WorkerStatistics(self.app.id, self.state, time.monotonic() - self.started_at,
-                                assigned, self.events_in, self.commits)
+    def statistics(self) -> WorkerSnapshot:
+        """The worker now, as frozen data (see :mod:`streamer.statistics`)."""
+        return snapshot(self)
 
 
 class _Listener:
@@ -323,9 +362,11 @@ class _Listener:
         await self.worker.revoke(partitions)
 
     async def on_partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
-        self.worker.state = "running"
+        self.worker.activity.assigned(partitions)
         logger.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]"
                                              for p in sorted(partitions)) or "nothing")
+        await self.worker.assign(partitions)
+        self.worker.state = "running"
 
 
 def _decode(topic: Topic, events: list[Event]) -> None:
@@ -343,6 +384,20 @@ def _decode(topic: Topic, events: list[Event]) -> None:
             event.value = DecodeFailure(
                 SerializationError(f"topic {topic.name!r} offset {event.offset}: {error}")
             )
+
+
+def _state_root(app: App, broker_url: str) -> str | None:
+    """Where the app's table stores live: ``app.state_dir``; else beside an embedded log
+    (``<folder>/state/<app>``), ``./streamer-state/<app>`` on a Kafka broker, and nowhere
+    (memory stores) on ``memory://``."""
+    if app.state_dir is not None:
+        return app.state_dir
+    if broker_url.startswith("memory://"):
+        return None
+    if broker_url.startswith("kafka://"):
+        return os.path.join("streamer-state", app.id)
+    folder = broker_url.removeprefix("file://")
+    return os.path.join(folder, "state", app.id)
 
 
 def run_worker(app: App, *, broker: str | None = None) -> None:

@@ -66,7 +66,13 @@ def test_unencodable_value() -> None:
 
 def test_unknown_type_says_what_works() -> None:
     with pytest.raises(TypeError, match="dataclass"):
-        codec_for(int)
+        codec_for(complex)
+
+
+def test_numbers_and_booleans_are_json() -> None:
+    for value_type, value in ((int, 7), (float, 2.5), (bool, True)):
+        codec = codec_for(value_type)
+        assert codec.loads(codec.dumps(value)) == value
 
 
 def test_auto_key() -> None:

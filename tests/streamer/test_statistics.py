@@ -1,0 +1,307 @@
+"""Worker snapshots: what a running worker reports (partitions with lag, agents with counts
+and processing times, events), how it publishes them to ``__streamer_workers`` and how a
+reader gets them back (a last one saying "stopped"); error folding, percentiles, JSON, the
+table adapter, the Prometheus rendering; on both transports where a log is involved."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import types
+from collections import deque
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+import streamer
+from streamer import statistics_log
+from streamer.app import RecentError
+from streamer.events import Event, TopicPartition
+from streamer.inbox import BatchAck, Inbox, OffsetTracker
+from streamer.statistics import (
+    SCHEMA_VERSION,
+    EventSnapshot,
+    SnapshotFormatError,
+    WorkerSnapshot,
+    fold_errors,
+    from_json,
+    percentiles,
+    to_json,
+)
+from streamer.statistics_log import STATISTICS_TOPIC, SnapshotReader
+from streamer.statistics_worker import describe_partitions
+from streamer.transport.embedded import EmbeddedTransport
+from tests.cli.top_frames import worker_snapshot
+from tests.streamer.running import Target, produce, run, running
+
+PARTITIONS = 4
+EVENTS = 400
+HELD = 201  # the agent waits at this number until released (partition 1, offset 50)
+
+
+@pytest.fixture
+def fast_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statistics_log, "PUBLISH_INTERVAL_S", 0.1)
+
+
+def _app(release: asyncio.Event, seen: list[int]) -> streamer.App:
+    app = streamer.App("watched", listen="127.0.0.1:0", commit_interval_s=0.05)
+    numbers = app.topic("numbers", value_type=str, partitions=PARTITIONS)
+
+    @app.agent(numbers)
+    async def record(stream: streamer.Stream) -> None:
+        async for value in stream:
+            if int(value) == HELD:
+                await release.wait()
+            seen.append(int(value))
+
+    return app
+
+
+async def _read_back(bootstrap: str) -> dict[str, WorkerSnapshot]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await SnapshotReader(consumer).read()
+    finally:
+        await consumer.stop()
+
+
+async def _read_back_after_stop(target: Target) -> dict[str, WorkerSnapshot]:
+    if not target.embedded:
+        return await _read_back(target.url.removeprefix("kafka://"))
+    transport = EmbeddedTransport(target.url, app_id="reader", listen="127.0.0.1:0")
+    await transport.start()  # the worker is gone: serve its folder to read it
+    try:
+        assert transport.address is not None
+        return await _read_back("{}:{}".format(*transport.address))
+    finally:
+        await transport.close()
+
+
+def _bootstrap(app: streamer.App, target: Target) -> str:
+    if not target.embedded:
+        return target.url.removeprefix("kafka://")
+    assert app.worker is not None
+    address = getattr(app.worker.transport, "address", None)
+    assert address is not None
+    return "{}:{}".format(*address)
+
+
+@pytest.mark.usefixtures("fast_publisher")
+def test_a_worker_publishes_snapshots_and_a_last_one_when_it_stops(target: Target) -> None:
+    async def scenario() -> tuple[WorkerSnapshot, WorkerSnapshot, WorkerSnapshot, dict[str, Any]]:
+        await produce(target.url, "numbers",
+                      ((None, str(n).encode()) for n in range(EVENTS)),
+                      partitions=PARTITIONS, partition_of=lambda n: n % PARTITIONS)
+        release, seen = asyncio.Event(), []
+        app = _app(release, seen)
+        async with running(app, target) as handle:
+            worker = app.worker
+            assert worker is not None
+
+            def lagging() -> bool:
+                latest = worker.activity.latest
+                return latest is not None and sum(p.lag or 0 for p in latest.partitions) > 0
+
+            await handle.wait(lagging, "a snapshot with lag")
+            held = worker.activity.latest
+            assert held is not None
+            bootstrap = _bootstrap(app, target)
+            published: dict[str, WorkerSnapshot] = {}
+            for _ in range(100):  # sent is not yet written (a batch lingers): read again
+                published = await _read_back(bootstrap)
+                if held.worker in published:
+                    break
+                await asyncio.sleep(0.05)
+            release.set()
+
+            def caught_up() -> bool:
+                latest = worker.activity.latest
+                return latest is not None and latest.agents[0].events_in == EVENTS and all(
+                    p.lag == 0 and p.committed_offset == p.end_offset
+                    for p in latest.partitions) and latest.agents[0].processing_ms_p99 is not None
+
+            await handle.wait(caught_up, "a snapshot without lag")
+            done = worker.activity.latest
+            assert done is not None
+        after = await _read_back_after_stop(target)
+        return held, done, published[held.worker], after
+
+    held, done, published, after = run(scenario())
+    assert held.app == "watched" and held.state == "running" and held.rebalances == 1
+    assert [(p.topic, p.partition) for p in held.partitions] == [
+        ("numbers", n) for n in range(PARTITIONS)]
+    assert all(p.end_offset == EVENTS // PARTITIONS for p in held.partitions)
+    blocked = held.partitions[HELD % PARTITIONS]
+    assert blocked.lag is not None and blocked.lag > 0
+    assert all(p.lag == p.end_offset - (p.processed_offset or p.committed_offset or 0)
+               for p in held.partitions)
+    assert any(e.kind == "rebalance" and "numbers[0-3]" in e.text for e in held.events)
+    assert published.worker == held.worker and published.state == "running"
+    agent = done.agents[0]
+    assert (agent.name, agent.topic, agent.events_in, agent.errors) == ("record", "numbers",
+                                                                        EVENTS, 0)
+    assert agent.processing_ms_p50 is not None and agent.processing_ms_p99 is not None
+    assert agent.processing_ms_p50 <= agent.processing_ms_p99
+    last = after[held.worker]
+    assert last.state == "stopped"
+    assert last.at_ms >= done.at_ms
+
+
+def test_snapshots_round_trip_through_json() -> None:
+    snap = worker_snapshot()
+    assert from_json(to_json(snap)) == snap
+    document = to_json(snap).replace(b'"schema":1', b'"schema":1,"added_later":[1,2]')
+    assert from_json(document) == snap  # a newer worker may add fields
+    with pytest.raises(SnapshotFormatError, match="schema"):
+        from_json(to_json(snap).replace(b'"schema":1', b'"schema":99'))
+    with pytest.raises(SnapshotFormatError, match="not JSON"):
+        from_json(b"{")
+    with pytest.raises(SnapshotFormatError, match="expected int"):
+        from_json(to_json(snap).replace(b'"pid":4101', b'"pid":"x"'))
+    assert SCHEMA_VERSION == 1
+
+
+def test_repeated_errors_fold_with_a_count_in_order_of_their_last_occurrence() -> None:
+    errors = [
+        RecentError("enrich", "KeyError: 'sku'", "orders[0] offset 5", 1_000),
+        RecentError("enrich", "KeyError: 'sku'", "orders[1] offset 9", 2_000),
+        RecentError("report", "TimeoutError: ", "", 2_500),
+        RecentError("enrich", "KeyError: 'sku'", "orders[0] offset 7", 3_000),
+        RecentError("enrich", "KeyError: 'price'", "orders[2] offset 1", 3_500),
+    ]
+    assert fold_errors(errors) == [
+        EventSnapshot(2_500, "error", "report", "TimeoutError: ", "", 1),
+        EventSnapshot(3_000, "error", "enrich", "KeyError: 'sku'", "orders[0] offset 7", 3),
+        EventSnapshot(3_500, "error", "enrich", "KeyError: 'price'", "orders[2] offset 1", 1),
+    ]
+    assert fold_errors([]) == []
+
+
+def test_percentiles_weigh_each_batch_by_its_events() -> None:
+    # (seconds per event, events): one slow batch of 1 event among fast batches of 99
+    samples = [(0.001, 99), (0.5, 1)]
+    assert percentiles(samples, (0.5, 0.99, 1.0)) == [0.001, 0.001, 0.5]
+    assert percentiles([(0.001, 98), (0.5, 2)], (0.99,)) == [0.5]
+    assert percentiles([], (0.5,)) == [None]
+
+
+def test_partitions_are_described_with_runs_folded() -> None:
+    tps = [TopicPartition("views", n) for n in (3, 0, 1, 2, 7)] + [TopicPartition("a", 1)]
+    assert describe_partitions(tps) == "a[1] views[0-3,7]"
+    assert describe_partitions([TopicPartition("v", 0), TopicPartition("v", 1)]) == "v[0,1]"
+
+
+def test_reading_processed_offsets_leaves_them_to_the_next_checkpoint() -> None:
+    tracker = OffsetTracker()
+    tp = TopicPartition("t", 0)
+    ack = BatchAck(tp, 10, 1)
+    tracker.track(ack)
+    ack.done()
+    assert tracker.processed() == {tp: 10}  # statistics look ...
+    assert tracker.committable() == {tp: 10}  # ... and the checkpoint still commits it
+    assert tracker.committable() == {}
+    assert tracker.processed() == {tp: 10}
+
+
+def test_an_inbox_times_each_batch_once() -> None:
+    async def scenario() -> list[tuple[float, int]]:
+        inbox = Inbox("i")
+        for size in (3, 2):
+            inbox.put_nowait([Event("t", 0, n, 0, None, b"") for n in range(size)], None)
+        await inbox.next_batch()
+        await asyncio.sleep(0.01)  # "processing" the three events
+        inbox.index = 3
+        await inbox.next_batch()
+        inbox.index = 2
+        waiting = asyncio.ensure_future(inbox.next_batch())  # nothing queued: it waits
+        await asyncio.sleep(0)
+        waiting.cancel()
+        return list(inbox.batch_timings)
+
+    timings = run(scenario())
+    assert [count for _, count in timings] == [3, 2]
+    assert timings[0][0] >= 0.01 / 3
+
+
+@dataclasses.dataclass(frozen=True)
+class _TablePartition:
+    partition: int
+    keys: int
+    bytes_on_disk: int
+    changelog_offset: int
+    changelog_end_offset: int
+    recovering: bool
+    recovered_keys: int
+    to_recover: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableStatistics:
+    name: str
+    partitions: tuple[_TablePartition, ...]
+
+
+def test_tables_are_read_from_whatever_statistics_they_return() -> None:
+    from streamer.statistics_worker import _tables
+
+    part = _TablePartition(2, 10, 4096, 90, 100, True, 40, 60)
+    as_sequence = types.SimpleNamespace(statistics=lambda: _TableStatistics("totals", (part,)))
+    as_mapping = types.SimpleNamespace(statistics=lambda: {"partitions": {2: part}})
+    broken = types.SimpleNamespace(statistics=lambda: 1 / 0)
+    app = types.SimpleNamespace(tables={"totals": as_sequence, "windows": as_mapping,
+                                        "broken": broken, "plain": object()})
+    found = {t.name: t for t in _tables(app)}
+    assert set(found) == {"totals", "windows"}
+    table = found["totals"]
+    assert (table.keys, table.bytes_on_disk, table.changelog_lag, table.recovering,
+            table.recovery) == (10, 4096, 10, True, (40, 60))
+    assert found["windows"].partitions == table.partitions
+    assert _tables(types.SimpleNamespace()) == ()
+
+
+def test_prometheus_renders_the_snapshot() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streamer.metrics import SnapshotCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(worker_snapshot))
+    text = generate_latest(registry).decode()
+    app, worker = 'app="orders-app"', 'worker="orders-app@host-a:4101"'
+    for line in (
+        f'streamer_partition_lag{{{app},partition="1",topic="orders",{worker}}} 4383.0',
+        f'streamer_agent_events_in_total{{agent="enrich",{app},{worker}}} 9001.0',
+        f'streamer_agent_errors_total{{agent="enrich",{app},{worker}}} 17.0',
+        f'streamer_agent_processing_seconds{{agent="enrich",{app},quantile="0.99",{worker}}} 0.088',
+        f'streamer_worker_info{{{app},host="host-a",state="running",{worker}}} 1.0',
+        f'streamer_table_changelog_lag{{{app},partition="1",table="order_totals",{worker}}} 120.0',
+    ):
+        assert line in text.splitlines(), line
+    empty = CollectorRegistry(auto_describe=False)
+    empty.register(SnapshotCollector(lambda: None))
+    assert b"streamer_" not in generate_latest(empty)
+
+
+def test_metrics_without_prometheus_client_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamer.metrics import MetricsUnavailableError, serve_metrics
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(MetricsUnavailableError, match=r"pip install 'streamer\[metrics\]'"):
+        serve_metrics(streamer.App("x"), 0)
+
+
+def test_worker_events_are_bounded() -> None:
+    from streamer.statistics_worker import WORKER_EVENTS_MAX, WorkerActivity
+
+    activity = WorkerActivity("bounded")
+    for n in range(WORKER_EVENTS_MAX * 2):
+        activity.assigned([TopicPartition("t", n)])
+    assert isinstance(activity.events, deque) and len(activity.events) == WORKER_EVENTS_MAX
+    assert activity.rebalances == WORKER_EVENTS_MAX * 2
+    assert STATISTICS_TOPIC == "__streamer_workers"
