@@ -180,7 +180,9 @@ class App:
             raise StreamerError(f"table {name!r}: declare tables before the worker starts")
         table = Table(self, name, **options)
         self.tables[name] = table
-        if register_changelog:  # else the worker creates it once it knows the partitions
+        # Without a partition count, the worker creates the changelog once it knows the
+        # app's topics: as many partitions as the topics its agents read.
+        if register_changelog and (options.get("partitions") or options.get("is_global")):
             self.topics[table.changelog_topic.name] = table.changelog_topic
         return table
 

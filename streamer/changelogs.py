@@ -107,7 +107,7 @@ class Tables:
             path = self.state.acquire()
             logger.info("table state in %s", path)
         transport = self._transport()
-        await self._create_operator_changelogs()
+        await self._create_changelogs()
         for table in self.tables:
             table.partition_count = transport.partition_count(table.changelog_topic.name)
         self._tail_reader = transport.reader()
@@ -121,20 +121,25 @@ class Tables:
                 self._tail(table, partition, store)
         self._tail_task = asyncio.ensure_future(self._tail_loop())
 
-    async def _create_operator_changelogs(self) -> None:
-        """Operators' state tables take their stream topic's partition count."""
+    async def _create_changelogs(self) -> None:
+        """Operators' state tables take their stream topic's partition count; tables
+        declared without one take the most partitions among the topics agents read."""
         transport = self._transport()
+        routed = [transport.partition_count(name) for name in self.worker.routed_topics()]
         for table in self.tables:
             source = table.copartition_with
-            if source is None:
-                continue
-            count = transport.partition_count(source.name)
             topic = table.changelog_topic
+            if source is not None:
+                count = transport.partition_count(source.name)
+            elif topic.name in self.worker.app.topics:
+                continue  # declared with its partitions (or global): created with the app's
+            else:
+                count = max(routed, default=1)
             topic.partitions = count
             created = await transport.ensure_topics(
                 [TopicSpec(topic.name, count, topic.config)]
             )
-            if created[topic.name] != count:
+            if created[topic.name] != count and source is not None:
                 raise StoreError(
                     f"{topic.name} has {created[topic.name]} partitions but {source.name} has "
                     f"{count}: the window state must be partitioned like its stream; delete "

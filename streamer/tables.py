@@ -40,6 +40,7 @@ from .topics import AUTO_KEY, Topic
 
 if TYPE_CHECKING:
     from .app import App
+    from .windowed_tables import WindowedTable
 
 __all__ = ["PartitionRevokedError", "Table", "TablePartitionStatistics", "TableStatistics"]
 
@@ -116,6 +117,7 @@ class Table:
             else key_type if hasattr(key_type, "dumps") and hasattr(key_type, "loads")
             else codec_for(key_type)
         )  # fmt: skip
+        self.partition_key_codec: Codec = self.key_codec  # how a key's partition is found
         self.value_codec: Codec = codec_for(dict if value_type is None else value_type)
         self.store_kind = store
         self.standby_replicas = standby_replicas
@@ -138,12 +140,12 @@ class Table:
     # -- finding a key's partition ----------------------------------------------------------
 
     def _partition_of(self, key: Any) -> int:
-        raw = self.key_codec.dumps(key)
+        raw = self.partition_key_codec.dumps(key)
         if raw is None:
             raise TableError(f"table {self.name!r}: keys cannot be None")
         return self._partitioner.partition(raw, self.partition_count)
 
-    def _store_for(self, key: Any) -> CachedStore:
+    def store_for(self, key: Any) -> CachedStore:
         """The partition ``key`` is read or written in (checked against the event's)."""
         tracker = PROCESSING.get()
         event = tracker.event if tracker is not None else None
@@ -182,7 +184,7 @@ class Table:
     # -- the mapping ------------------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
-        value = self._store_for(key).get(key)
+        value = self.store_for(key).get(key)
         if value is MISSING:
             if self.default is None:
                 raise KeyError(key)
@@ -190,23 +192,23 @@ class Table:
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        value = self._store_for(key).get(key)
+        value = self.store_for(key).get(key)
         return default if value is MISSING else value
 
     def __contains__(self, key: Any) -> bool:
-        return self._store_for(key).get(key) is not MISSING
+        return self.store_for(key).get(key) is not MISSING
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._store_for(key).set(key, value)
+        self.store_for(key).set(key, value)
 
     def __delitem__(self, key: Any) -> None:
-        store = self._store_for(key)
+        store = self.store_for(key)
         if store.get(key) is MISSING:
             raise KeyError(key)
         store.delete(key)
 
     def pop(self, key: Any, default: Any = MISSING) -> Any:
-        store = self._store_for(key)
+        store = self.store_for(key)
         value = store.get(key)
         if value is MISSING:
             if default is MISSING:
@@ -238,6 +240,23 @@ class Table:
 
     def as_dict(self) -> dict[Any, Any]:
         return dict(self.items())
+
+    # -- windows ----------------------------------------------------------------------------
+
+    def tumbling(self, size: float, *, expires: float | None = None) -> WindowedTable:
+        """This table, windowed: values per ``size``-second window of event time (see
+        :mod:`streamer.windowed_tables`); windows are deleted ``expires`` seconds after
+        their end (default: one size)."""
+        from .windowed_tables import windowed
+
+        return windowed(self, "tumbling", size, None, expires)
+
+    def hopping(self, size: float, step: float, *, expires: float | None = None
+                ) -> WindowedTable:
+        """Like :meth:`tumbling`, with ``size``-second windows starting every ``step``."""
+        from .windowed_tables import windowed
+
+        return windowed(self, "hopping", size, step, expires)
 
     # -- statistics -------------------------------------------------------------------------
 
