@@ -202,3 +202,68 @@ def test_bad_declarations_are_refused() -> None:
     with pytest.raises(streamer.StreamerError, match="twice"):
         app.table("t")
     asyncio.run(asyncio.sleep(0))
+
+
+def test_a_global_table_is_whole_on_every_worker(tmp_path: Path) -> None:
+    url = str(tmp_path / "log")
+
+    def app() -> tuple[streamer.App, Any]:
+        application = streamer.App("tables-global", state_dir=str(tmp_path / "state"),
+                                   commit_interval_s=0.1)
+        prices = application.topic("prices", value_type=str, partitions=PARTITIONS)
+        table = application.global_table("latest", partitions=PARTITIONS)
+
+        @application.agent(prices)
+        async def keep(stream: streamer.Stream) -> None:
+            async for event in stream.events():
+                table[event.key] = event.value
+
+        return application, table
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        partitioner = KeyPartitioner()
+        keys = [f"p{i}" for i in range(30)]
+        await produce(url, "prices", ((k.encode(), f"{k}-v".encode()) for k in keys),
+                      partitions=PARTITIONS,
+                      partition_of=lambda i: partitioner.partition(keys[i].encode(),
+                                                                   PARTITIONS))
+        one, table_one = app()
+        two, table_two = app()
+        async with running(one, url) as first, running(two, url):
+            await first.wait(lambda: len(table_one.as_dict()) == 30 and
+                             len(table_two.as_dict()) == 30, "both workers holding all keys")
+            return table_one.as_dict(), table_two.as_dict()
+
+    first, second = run(scenario(), timeout_s=90)
+    assert first == second == {f"p{i}": f"p{i}-v" for i in range(30)}
+
+
+def test_a_standby_replica_is_warm_when_it_takes_over(tmp_path: Path) -> None:
+    """With standby_replicas=1, the worker that takes partitions back from a stopped one
+    finds their stores already up to date: nothing left to restore."""
+    url = str(tmp_path / "log")
+    words = _words(2_000)
+
+    async def scenario() -> tuple[dict[str, int], Any]:
+        await _produce_words(url, words)
+        one, counts_one = _count_app("tables-standby", tmp_path / "state", paced=True,
+                                     standby_replicas=1)
+        two, counts_two = _count_app("tables-standby", tmp_path / "state", paced=True,
+                                     standby_replicas=1)
+        async with running(one, url) as first:
+            async with running(two, url) as second:
+                await second.wait(lambda: bool(counts_two.active and counts_one.standby),
+                                  "worker one keeping standbys", timeout_s=30)
+                await second.wait(lambda: sum(counts_one.values()) + sum(counts_two.values())
+                                  >= 2_000, "every count", timeout_s=60)
+                standby = sorted(counts_one.standby)
+            await first.wait(lambda: set(counts_one.active) == set(range(PARTITIONS)),
+                             "worker one taking everything back")
+            stats = counts_one.statistics()
+            return counts_one.as_dict(), (standby, stats)
+
+    final, (standby, stats) = run(scenario(), timeout_s=120)
+    assert standby and sum(final.values()) >= 2_000
+    taken_back = [p for p in stats.partitions if p.partition in standby]
+    # The standby stores had applied the changelog: the takeover replayed (almost) nothing.
+    assert all(p.to_recover <= 50 for p in taken_back), taken_back
