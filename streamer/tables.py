@@ -73,6 +73,7 @@ class TableStatistics:
     changelog_topic: str
     partitions: tuple[TablePartitionStatistics, ...]
     is_global: bool
+    late_events: int  # windowed state: events after every window they belonged to closed
 
 
 class _Recovery:
@@ -132,6 +133,7 @@ class Table:
         self.active: dict[int, CachedStore] = {}  # partitions this worker serves
         self.standby: dict[int, Store] = {}  # partitions kept warm for another worker
         self.recovery: dict[int, _Recovery] = {}
+        self.late_events = 0  # counted by the window operators that keep state here
         self._partitioner = KeyPartitioner()
 
     def __repr__(self) -> str:
@@ -268,7 +270,7 @@ class Table:
         for partition, store in sorted(self.standby.items()):
             entries.append(self._partition_statistics(partition, "standby", store, None))
         return TableStatistics(self.name, self.changelog_topic.name, tuple(entries),
-                               self.is_global)
+                               self.is_global, self.late_events)
 
     def _partition_statistics(
         self, partition: int, role: str, store: Store, cached: CachedStore | None

@@ -117,6 +117,7 @@ class WindowedTable:
                    if w[1] + self.expires_ms > partition.watermark_ms]
         if not windows:
             self.late_events += 1
+            self.table.late_events += 1
             logger.debug("late update of %r at %d ms: its windows expired", key, time_ms)
             if self.on_late is not None:
                 self.on_late(key, time_ms)

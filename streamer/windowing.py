@@ -229,6 +229,7 @@ class _Run:
               ) -> Callable[[Any, Any, int], None]:
         def late(key: Any, value: Any, timestamp_ms: int) -> None:
             self.aggregation.late_events += 1
+            self.table.late_events += 1
             if handler is not None:
                 handler(key, value, timestamp_ms)
             else:
