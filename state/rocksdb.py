@@ -2,9 +2,9 @@
 
 The data lives in the default column family as raw bytes; the changelog offset in a column
 family of its own (``streamer``), written in the same ``WriteBatch``. The write-ahead log is
-off, as in Kafka Streams: the changelog is the store's log. A crash loses the memtable, and
-with it data and offset together, so the store reopens at an older, consistent position and
-the changelog replays the rest.
+off, as in Kafka Streams: the changelog is the store's log. A crash loses the memtables, and
+with them data and offset together (the two column families flush atomically), so the store
+reopens at an older, consistent position and the changelog replays the rest.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def _options() -> Any:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)
+    # With the WAL off, only flushed memtables survive a crash; the data's and the offset's
+    # column families must flush together, or the offset could survive without its data.
+    options.set_atomic_flush(True)
     return options
 
 
