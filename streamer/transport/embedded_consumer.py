@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka.record.memory_records import MemoryRecords
@@ -32,6 +32,7 @@ __all__ = [
     "FETCH_BYTES_MAX",
     "EmbeddedConsumer",
     "EmbeddedConsumerStatistics",
+    "collect_in_turn",
     "decode_records",
 ]
 
@@ -170,20 +171,7 @@ class EmbeddedConsumer(TransportConsumer):
 
     def _collect(self, max_records: int) -> list[tuple[TopicPartition, list[Event]]]:
         """Up to ``max_records`` events, partition by partition from this call's turn on."""
-        order = self._order
-        if not order:
-            return []
-        start = self._turn % len(order)
-        self._turn = start + 1
-        found: list[tuple[TopicPartition, list[Event]]] = []
-        remaining = max_records
-        for tp in order[start:] + order[:start]:
-            events = self._take(tp, remaining)
-            if events:
-                found.append((tp, events))
-                remaining -= len(events)
-                if remaining == 0:
-                    break
+        found, self._turn = collect_in_turn(self._order, self._turn, self._take, max_records)
         return found
 
     def _take(self, tp: TopicPartition, limit: int) -> list[Event]:
@@ -295,6 +283,29 @@ class EmbeddedConsumer(TransportConsumer):
             self._positions.pop(tp, None)
             self._buffered.pop(tp, None)
         self._order = [tp for tp in self._order if tp not in partitions]
+
+
+def collect_in_turn(
+    order: Sequence[TopicPartition],
+    turn: int,
+    take: Callable[[TopicPartition, int], list[Event]],
+    max_records: int,
+) -> tuple[list[tuple[TopicPartition, list[Event]]], int]:
+    """Up to ``max_records`` events from the partitions in ``order``, starting at the
+    ``turn``-th one (so none starves the others); returns them and the next turn."""
+    if not order:
+        return [], turn
+    start = turn % len(order)
+    found: list[tuple[TopicPartition, list[Event]]] = []
+    remaining = max_records
+    for tp in [*order[start:], *order[:start]]:
+        events = take(tp, remaining)
+        if events:
+            found.append((tp, events))
+            remaining -= len(events)
+            if remaining <= 0:
+                break
+    return found, start + 1
 
 
 def decode_records(tp: TopicPartition, records: bytes, position: int) -> tuple[list[Event], int]:

@@ -16,7 +16,7 @@ from streamer.log.broker import Broker
 
 from ..events import Event, TopicPartition
 from .base import PartitionReader
-from .embedded_consumer import FETCH_BYTES_MAX, decode_records
+from .embedded_consumer import FETCH_BYTES_MAX, collect_in_turn, decode_records
 
 __all__ = ["EmbeddedReader"]
 
@@ -58,20 +58,8 @@ class EmbeddedReader(PartitionReader):
         return self._collect(max_records)
 
     def _collect(self, max_records: int) -> list[tuple[TopicPartition, list[Event]]]:
-        order = sorted(self._positions)
-        if not order:
-            return []
-        start = self._turn % len(order)
-        self._turn = start + 1
-        found: list[tuple[TopicPartition, list[Event]]] = []
-        remaining = max_records
-        for tp in order[start:] + order[:start]:
-            events = self._read(tp, remaining)
-            if events:
-                found.append((tp, events))
-                remaining -= len(events)
-                if remaining <= 0:
-                    break
+        found, self._turn = collect_in_turn(sorted(self._positions), self._turn, self._read,
+                                            max_records)
         return found
 
     def _read(self, tp: TopicPartition, limit: int) -> list[Event]:
