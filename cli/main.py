@@ -303,11 +303,49 @@ def consume(
 @click.option("--data", default=None, help="Folder of the embedded log (same as --broker DIR).")
 @click.option("--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(app_spec: str, broker: str | None, data: str | None, loglevel: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics on this port (needs streamer[metrics]).")
+def worker(
+    app_spec: str, broker: str | None, data: str | None, loglevel: str,
+    metrics_port: int | None,
+) -> None:
     """Run a worker of an app: its agents, timers and tasks, until SIGTERM or Ctrl-C."""
     from streamer.cli.worker import start_worker
 
-    start_worker(app_spec, broker, data, loglevel)
+    start_worker(app_spec, broker, data, loglevel, metrics_port=metrics_port)
+
+
+@main.command("top")
+@click.option("--broker", "-b", default=None, envvar="STREAMER_BROKER", show_envvar=True,
+              metavar="HOST:PORT|FOLDER",
+              help="The log: a broker address, or an embedded log's folder (its worker.json "
+                   "says where it is served). Default: ./streamer-data when a worker serves "
+                   "it, else 127.0.0.1:9092.")
+@click.option("--app", default=None, metavar="ID",
+              help="The app to show (default: the first with live workers).")
+@click.option("--refresh", "refresh_s", type=click.FloatRange(0.2), default=2.0,
+              show_default=True, metavar="SECONDS", help="Seconds between frames.")
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the workers' snapshots (or the log overview) as JSON and exit.")
+@click.option("--request-timeout", "timeout_s", type=click.FloatRange(0, min_open=True),
+              default=10.0, show_default=True, metavar="SECONDS",
+              help="How long to wait to connect to the broker and for each of its answers.")
+def top(
+    broker: str | None, app: str | None, refresh_s: float, once: bool, as_json: bool,
+    timeout_s: float,
+) -> None:
+    """A terminal monitor of a running job: workers, partitions and lag, agents, tables,
+    recent errors; with no worker running, what the log holds (groups and their lag).
+
+    \b
+    Keys: q quit, p pause, s sort, l only lagging, / filter, f focus, ? help.
+    streamer top --broker ./streamer-data
+    streamer top --once --json | jq '.workers[].partitions[] | {topic, partition, lag}'
+    """
+    from streamer.cli.top import run_top
+
+    run_top(broker, app, refresh_s, once, as_json, timeout_s)
 
 
 @bench.command("pipeline")
@@ -335,6 +373,49 @@ def bench_pipeline(
     report = run_pipeline_benchmark(
         pipelines=parse_pipelines(only), events=events, faust_events=faust_events, runs=runs,
         data_dir=data_dir, profile_dir=profile_dir, as_json=as_json, console=console,
+    )
+    if report["failures"]:
+        raise SystemExit(1)
+
+
+from streamer.cli.tables import tables  # noqa: E402  # click only: no client imported yet
+
+main.add_command(tables)
+
+
+@bench.command("stateful")
+@click.option("--events", type=click.IntRange(2), default=500_000, show_default=True,
+              help="Input events per run of count and window (JSON page views, 4 partitions).")
+@click.option("--keys", type=click.IntRange(1), default=1_000, show_default=True,
+              help="Distinct keys (users) of the input events.")
+@click.option("--recovery-keys", type=click.IntRange(1), default=1_000_000, show_default=True,
+              help="Keys of the table that the recovery run restores from its changelog.")
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True,
+              help="Runs of each workload and framework; the median is reported.")
+@click.option("--only", default=None, metavar="NAME,...",
+              help="Workloads (count, window, recovery) and/or frameworks (streamer-embedded, "
+                   "streamer-kafka, quixstreams) to run; default: all.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the runs' logs (default: a temporary folder on disk).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Run each app under cProfile; write <workload>-<framework>-run<N>.prof there.")
+@click.option("--json", "json_path", default=None, metavar="PATH",
+              help="Also write the figures as JSON to PATH ('-': print JSON instead of the "
+                   "table).")
+def bench_stateful(
+    events: int, keys: int, recovery_keys: int, runs: int, only: str | None,
+    data_dir: str | None, profile_dir: str | None, json_path: str | None,
+) -> None:
+    """A keyed count in a table, a 10 s tumbling-window count and a table's recovery from
+    its changelog: streamer (embedded and over streamer broker) and quixstreams on the same
+    events; events/s, keys/s and ratios to quixstreams."""
+    from streamer.cli.bench_stateful import parse_only, run_stateful_benchmark
+
+    workloads, frameworks = parse_only(only)
+    report = run_stateful_benchmark(
+        workloads=workloads, frameworks=frameworks, events=events, keys=keys,
+        recovery_keys=recovery_keys, runs=runs, data_dir=data_dir, profile_dir=profile_dir,
+        json_path=json_path, console=console,
     )
     if report["failures"]:
         raise SystemExit(1)

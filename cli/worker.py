@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -34,11 +36,32 @@ def load_app(spec: str) -> App:
     return app
 
 
-def start_worker(spec: str, broker: str | None, data: str | None, loglevel: str) -> None:
+def start_worker(
+    spec: str, broker: str | None, data: str | None, loglevel: str, *,
+    metrics_port: int | None = None,
+) -> None:
     configure_logging(loglevel)
     app = load_app(spec)
     url = broker or data or app.broker
+    metrics = None
     try:
+        if metrics_port is not None:
+            metrics = _serve_metrics(app, metrics_port)
         run_worker(app, broker=url)
     except StreamerError as error:  # AgentError included: the worker has logged it
         raise click.ClickException(str(error)) from None
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+
+
+def _serve_metrics(app: App, port: int) -> Any:
+    from streamer.metrics import serve_metrics
+
+    try:
+        server = serve_metrics(app, port)
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on port {port}: {error}") from None
+    logging.getLogger("streamer.worker").info(
+        "Prometheus metrics at http://%s:%d/metrics", *server.server_address[:2])
+    return server

@@ -110,11 +110,12 @@ class TablePartitionSnapshot:
     partition: int
     keys: int | None
     bytes_on_disk: int | None
-    changelog_offset: int | None
-    changelog_end_offset: int | None
+    changelog_offset: int | None  # the store's position in its changelog
+    changelog_end_offset: int | None  # None: not known
     recovering: bool
-    recovered_keys: int | None
-    to_recover: int | None
+    recovered: int | None  # changelog records restored so far ...
+    to_recover: int | None  # ... of these
+    role: str = "active"  # "active", "standby" (a replica kept warm) or "global"
 
     @property
     def changelog_lag(self) -> int | None:
@@ -125,32 +126,39 @@ class TablePartitionSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class TableSnapshot:
+    """A table's partitions on one worker (or several, merged); the totals count the
+    partitions it serves, not its standby replicas."""
+
     name: str
     partitions: tuple[TablePartitionSnapshot, ...]
 
     @property
+    def served(self) -> tuple[TablePartitionSnapshot, ...]:
+        return tuple(p for p in self.partitions if p.role != "standby")
+
+    @property
     def keys(self) -> int:
-        return sum(p.keys or 0 for p in self.partitions)
+        return sum(p.keys or 0 for p in self.served)
 
     @property
     def bytes_on_disk(self) -> int:
-        return sum(p.bytes_on_disk or 0 for p in self.partitions)
+        return sum(p.bytes_on_disk or 0 for p in self.served)
 
     @property
     def changelog_lag(self) -> int | None:
-        lags = [p.changelog_lag for p in self.partitions]
+        lags = [p.changelog_lag for p in self.served]
         known = [lag for lag in lags if lag is not None]
         return sum(known) if known else None
 
     @property
     def recovering(self) -> bool:
-        return any(p.recovering for p in self.partitions)
+        return any(p.recovering for p in self.served)
 
     @property
     def recovery(self) -> tuple[int, int]:
-        """(keys recovered, keys to recover) over the partitions still recovering."""
-        recovering = [p for p in self.partitions if p.recovering]
-        return (sum(p.recovered_keys or 0 for p in recovering),
+        """(records restored, records to restore) over the partitions still recovering."""
+        recovering = [p for p in self.served if p.recovering]
+        return (sum(p.recovered or 0 for p in recovering),
                 sum(p.to_recover or 0 for p in recovering))
 
 

@@ -329,14 +329,19 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def _table_partition(data: Mapping[str, Any]) -> TablePartitionSnapshot:
-    def number(name: str) -> int | None:
-        value = data.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def number(*names: str) -> int | None:
+        for name in names:
+            value = data.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value  # a negative offset or count means "unknown"
+        return None
 
+    role = data.get("role")
     return TablePartitionSnapshot(
         number("partition") or 0, number("keys"), number("bytes_on_disk"),
         number("changelog_offset"), number("changelog_end_offset"),
-        bool(data.get("recovering")), number("recovered_keys"), number("to_recover"),
+        bool(data.get("recovering")), number("recovered", "recovered_records", "recovered_keys"),
+        number("to_recover"), role if isinstance(role, str) else "active",
     )
 
 

@@ -235,8 +235,9 @@ class _TablePartition:
     changelog_offset: int
     changelog_end_offset: int
     recovering: bool
-    recovered_keys: int
+    recovered_records: int
     to_recover: int
+    role: str = "active"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +250,9 @@ def test_tables_are_read_from_whatever_statistics_they_return() -> None:
     from streamer.statistics_worker import _tables
 
     part = _TablePartition(2, 10, 4096, 90, 100, True, 40, 60)
-    as_sequence = types.SimpleNamespace(statistics=lambda: _TableStatistics("totals", (part,)))
+    standby = _TablePartition(3, 7, 1024, 5, -1, False, 0, 0, role="standby")
+    as_sequence = types.SimpleNamespace(
+        statistics=lambda: _TableStatistics("totals", (part, standby)))
     as_mapping = types.SimpleNamespace(statistics=lambda: {"partitions": {2: part}})
     broken = types.SimpleNamespace(statistics=lambda: 1 / 0)
     app = types.SimpleNamespace(tables={"totals": as_sequence, "windows": as_mapping,
@@ -259,7 +262,9 @@ def test_tables_are_read_from_whatever_statistics_they_return() -> None:
     table = found["totals"]
     assert (table.keys, table.bytes_on_disk, table.changelog_lag, table.recovering,
             table.recovery) == (10, 4096, 10, True, (40, 60))
-    assert found["windows"].partitions == table.partitions
+    assert table.partitions[1].role == "standby" and table.partitions[1].changelog_end_offset \
+        is None  # -1: unknown
+    assert found["windows"].partitions == table.partitions[:1]
     assert _tables(types.SimpleNamespace()) == ()
 
 
@@ -305,3 +310,28 @@ def test_worker_events_are_bounded() -> None:
     assert isinstance(activity.events, deque) and len(activity.events) == WORKER_EVENTS_MAX
     assert activity.rebalances == WORKER_EVENTS_MAX * 2
     assert STATISTICS_TOPIC == "__streamer_workers"
+
+
+def test_a_worker_with_a_table_reports_its_keys() -> None:
+    from streamer.testing import AppRunner
+
+    app = streamer.App("tabled")
+    words = app.topic("words", value_type=str, partitions=2)
+    counts = app.table("counts", default=int, partitions=2)
+
+    @app.agent(words)
+    async def count(stream: streamer.Stream) -> None:
+        async for word in stream:
+            counts[word] += 1
+
+    async def scenario() -> WorkerSnapshot:
+        async with AppRunner(app) as runner:
+            for word in ("a", "b", "c", "a"):
+                await runner.send(words, key=word, value=word)
+            await runner.wait_idle()
+            return runner.worker.statistics()
+
+    snap = run(scenario())
+    (table,) = snap.tables
+    assert table.name == "counts" and table.keys == 3 and not table.recovering
+    assert sorted(p.partition for p in table.partitions) == [0, 1]

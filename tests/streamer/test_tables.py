@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from streamer.state import TableError
 
 import streamer
 from streamer.partitioner import KeyPartitioner
-from streamer.state import TableError
 from streamer.testing import AppRunner
-from tests.streamer.running import Target, produce, read_topic, run, running, wait_until
+from tests.streamer.running import Target, produce, read_topic, run, running
 
 PARTITIONS = 4
 KEYS = [f"k{i}" for i in range(40)]

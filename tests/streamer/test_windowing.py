@@ -12,9 +12,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streamer.operators import Result, WindowDefinition, aggregates, tumbling
 
 import streamer
-from streamer.operators import Result, WindowDefinition, aggregates, tumbling
 from streamer.partitioner import KeyPartitioner
 from streamer.testing import AppRunner
 from tests.operators.oracle import Event as OracleEvent
