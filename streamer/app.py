@@ -115,12 +115,19 @@ class App:
         return topic
 
     def internal_topic(self, label: str, stream: Stream, *, partitions: int | None) -> Topic:
-        """An app-owned topic ``<app>-<label>`` (repartitioning), typed like ``stream``."""
+        """An app-owned topic ``<app>-<label>`` (repartitioning), typed like ``stream``,
+        with as many partitions as the stream's topic unless told otherwise (so tables
+        partitioned like the input stay co-partitioned after a ``group_by``)."""
+        from .streams import source_topic
+
         name = f"{self.id}-{label}"
         if name not in self.topics:
             value_type = stream.value_type if stream.value_type is not None else bytes
-            self.topics[name] = Topic(self, name, value_type=value_type,
-                                      partitions=partitions or self.default_partitions,
+            upstream = source_topic(stream)
+            count = partitions or self.default_partitions or (
+                upstream.partitions if upstream is not None else None
+            )
+            self.topics[name] = Topic(self, name, value_type=value_type, partitions=count,
                                       internal=True)
         return self.topics[name]
 

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
 IDLE_TIMEOUT_S = 30.0  # a partition without events this long: its windows close anyway
 
-__all__ = ["PROCESSING", "DecodeFailure", "EventTracker", "Stream", "TopicSource"]
+__all__ = [
+    "PROCESSING",
+    "DecodeFailure",
+    "EventTracker",
+    "Stream",
+    "TopicSource",
+    "source_topic",
+]
 
 _MAP, _FILTER, _FLAT_MAP = 0, 1, 2
 
@@ -466,6 +473,19 @@ class _Batches:
         finally:
             if following is not None:
                 following.cancel()
+
+
+def source_topic(stream: Stream) -> Topic | None:
+    """The topic a stream reads (through ``through``/``group_by``, its topic), if one."""
+    source = stream.source
+    if isinstance(source, TopicSource):
+        return source.topic
+    if isinstance(source, InboxSource):
+        from .agents import CURRENT_INSTANCE
+
+        instance = CURRENT_INSTANCE.get()
+        return instance.agent.topic if instance is not None else None
+    return None
 
 
 def _key_function(key: Callable[[Any], Any] | str) -> Callable[[Any], Any]:

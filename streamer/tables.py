@@ -178,9 +178,10 @@ class Table:
             f"table {self.name!r}: key {key!r} belongs in partition {expected} of "
             f"{self.partition_count}, but the event came from {event.topic}[{event.partition}]. "
             "A table must be updated from a stream partitioned by the table's key, with as "
-            "many partitions: re-key the stream first, e.g. "
-            "stream.group_by(lambda value: <the table key>, name='...'), or declare the "
-            "table with partitions= equal to the topic's"
+            f"many partitions ({self.partition_count}): re-key the stream first, e.g. "
+            "stream.group_by(lambda value: <the table key>, name='...', "
+            f"partitions={self.partition_count}), or declare the table with partitions= "
+            "equal to the topic's"
         )
 
     # -- the mapping ------------------------------------------------------------------------

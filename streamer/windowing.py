@@ -300,16 +300,9 @@ def _wall_clock(app: App) -> Callable[[], float]:
 def _state_table(
     app: App, stream: Stream, windowed: WindowedStream, function: Aggregate
 ) -> Table:
-    from .agents import CURRENT_INSTANCE
-    from .streams import TopicSource
+    from .streams import source_topic
 
-    source = stream.source
-    topic: Topic | None
-    if isinstance(source, TopicSource):
-        topic = source.topic
-    else:
-        instance = CURRENT_INSTANCE.get()
-        topic = instance.agent.topic if instance is not None else None
+    topic = source_topic(stream)
     if windowed.name is not None:
         label = windowed.name
     elif topic is not None:

@@ -267,3 +267,23 @@ def test_a_standby_replica_is_warm_when_it_takes_over(tmp_path: Path) -> None:
     taken_back = [p for p in stats.partitions if p.partition in standby]
     # The standby stores had applied the changelog: the takeover replayed (almost) nothing.
     assert all(p.to_recover <= 50 for p in taken_back), taken_back
+
+
+def test_group_by_keeps_the_topics_partition_count_for_a_table() -> None:
+    app = streamer.App("tables-group-by", broker="memory://")
+    views = app.topic("views", value_type=dict, partitions=4)
+    per_page = app.table("per-page", default=int, partitions=4)
+
+    @app.agent(views)
+    async def count(stream: streamer.Stream) -> None:
+        async for view in stream.group_by("page"):
+            per_page[view["page"]] += 1
+
+    async def scenario() -> dict[str, int]:
+        async with AppRunner(app) as runner:
+            for user in range(40):
+                await runner.send(views, key=f"user-{user}", value={"page": f"/p{user % 8}"})
+            await runner.wait_idle()
+            return per_page.as_dict()
+
+    assert run(scenario()) == {f"/p{i}": 5 for i in range(8)}
