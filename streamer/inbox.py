@@ -109,6 +109,10 @@ class Inbox:
         self.batch: list[Event] = []
         self.index = 0
         self.done = 0
+        # Set by a checkpoint: the stream waits on it between two events, so the checkpoint
+        # sees every event either finished or not started (see Worker.checkpoint).
+        self.boundary: asyncio.Event | None = None
+        self.read_ahead = False  # merged with other sources: read one event ahead
         self._ack: BatchAck | None = None
         self.events_in = 0
         # take() holds acknowledgements until the agent has handled the list it was given.
@@ -170,6 +174,11 @@ class Inbox:
     def walking(self, ack: BatchAck) -> bool:
         """True when the batch being walked is ``ack``'s."""
         return self._ack is ack
+
+    @property
+    def between_events(self) -> bool:
+        """No event is half processed: every event handed out is finished."""
+        return self.done >= self.index or self.holding or self.read_ahead
 
     @property
     def ready(self) -> bool:

@@ -122,6 +122,10 @@ class _MergedSource(Source):
     def open(self) -> None:
         for source in self.sources:
             source.open()
+            if source.inbox is not None:
+                # Merging reads each source one event ahead: a checkpoint cannot wait for
+                # such an inbox to be between events (see Inbox.between_events).
+                source.inbox.read_ahead = True
 
     async def events(self) -> AsyncIterator[Event]:
         iterators = [source.events() for source in self.sources]
@@ -379,6 +383,8 @@ async def _walk(inbox: Inbox) -> AsyncIterator[Event]:
         inbox.index = index + 1
         yield batch[index]
         inbox.done = index + 1  # asked for the next one: finished with this one
+        if inbox.boundary is not None:  # a checkpoint waits for streams to be between events
+            await inbox.boundary.wait()
 
 
 async def _apply(

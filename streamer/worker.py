@@ -51,7 +51,10 @@ logger = logging.getLogger("streamer.worker")
 FETCH_TIMEOUT_MS = 100
 FETCH_RECORDS_MAX = 10_000
 PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
-DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
+DRAIN_TIMEOUT_S = 10.0
+# How long a checkpoint waits for agents to finish the event they are on (see
+# Worker._between_events); an agent awaiting something slow mid-event is not waited for.
+BOUNDARY_WAIT_S = 0.5  # at shutdown, time for agents to finish what they were given
 
 
 Route = Callable[[int], Inbox]
@@ -263,12 +266,9 @@ class Worker:
         """Write the tables' changes to their changelogs, flush what was sent, record the
         changes in the stores, then commit what was processed (of ``partitions``, or all)."""
         async with self._checkpointing:
-            offsets = self._tracker.committable()
+            offsets, changes = await self._take_between_events()
             if partitions is not None:
                 offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
-            # Taken with the offsets, before any await: every change made by the events
-            # below those offsets is in it.
-            changes = self.tables.take_changes()
             assert self.transport is not None and self.consumer is not None
             await self.tables.send(changes)
             await self.transport.flush()
@@ -277,6 +277,35 @@ class Worker:
                 await self.consumer.commit(offsets)
                 self.commits += 1
                 self.activity.committed_offsets(offsets)
+
+    async def _take_between_events(
+        self,
+    ) -> tuple[dict[TopicPartition, int], list[Any]]:
+        """The committable offsets and the tables' changes, taken in one instant while every
+        stream is between two events, so a change is never written without its event's
+        offset. Streams are held only for that instant; an agent awaiting something slow
+        mid-event is waited for at most BOUNDARY_WAIT_S (then its event may be redone after
+        a crash: at-least-once)."""
+        inboxes = self._inboxes() if self.tables.tables else []
+        boundary = asyncio.Event()
+        for inbox in inboxes:
+            inbox.boundary = boundary
+        try:
+            deadline = time.monotonic() + BOUNDARY_WAIT_S
+            while not all(inbox.between_events for inbox in inboxes):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.001)
+            # No await from here: both are taken at the same instant.
+            return self._tracker.committable(), self.tables.take_changes()
+        finally:
+            for inbox in inboxes:
+                inbox.boundary = None
+            boundary.set()
+
+    def _inboxes(self) -> list[Inbox]:
+        inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
+        return inboxes + [inbox for _, inbox in self.app.extra_subscriptions]
 
     async def assign(self, partitions: frozenset[TopicPartition]) -> None:
         """Restore the tables' partitions before any event of ``partitions`` is fetched."""
@@ -338,9 +367,7 @@ class Worker:
             await asyncio.sleep(0.01)
 
     def inboxes_idle(self) -> bool:
-        inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
-        inboxes += [inbox for _, inbox in self.app.extra_subscriptions]
-        return all(inbox.idle for inbox in inboxes)
+        return all(inbox.idle for inbox in self._inboxes())
 
     def processed_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset below which every delivered event was processed."""

@@ -25,10 +25,12 @@ below it to the changelog.
   (killing the owner would take the log with it, by design).
 
 Each scenario prints the duplicates: events processed again after a kill, and how many of
-them were counted twice. Those are the events an agent was in the middle of (here: in its
-pacing sleep) when the last checkpoint before the kill ran: the checkpoint takes the table's
-changes, theirs included, but commits offsets only up to the event before, so one event per
-busy partition is counted twice at each kill that follows a checkpoint.
+them were counted twice. A checkpoint holds the streams between two events while it takes
+the offsets and the table changes (Worker._take_between_events), so a change reaches the
+changelog only with its event's offset; an event is counted twice only if the kill lands
+between a checkpoint's changelog flush and its commit, or if an agent stayed mid-event
+longer than the checkpoint waits for it (0.5 s). Measured here: 0 counted twice in every
+scenario (1,800, 1,520, 520 and 120 extra processings).
 """
 
 from __future__ import annotations
