@@ -1,0 +1,611 @@
+"""``streamer bench stateful``: a keyed count, a windowed count and a table's recovery, in
+streamer and quixstreams.
+
+The workloads (the apps are in :mod:`streamer.cli.bench_stateful_apps`):
+
+count     500,000 JSON page views keyed by user (1,000 users, ``--keys``), 4 partitions; a
+          count per user in a RocksDB-backed table, and the new count sent to an output topic
+          for every event: one output per input event on both frameworks, the same work
+window     the same events, whose record timestamps rise evenly over 1,000 s; a count per user
+          in 10-second tumbling windows of event time, grace 0, each window sent once when it
+          closes (final emit): about 100 windows per user
+recovery  streamer alone: a table whose changelog holds 1,000,000 keys (``--recovery-keys``)
+          and whose state folder is empty; the worker rebuilds it before processing anything
+
+each run by streamer-embedded (the log in the app's process, written beforehand with
+:mod:`streamer.log`), streamer-kafka (the same app over ``kafka://``) and quixstreams, the
+last two against their own fresh ``streamer broker``, loaded beforehand with confluent-kafka.
+
+Measured as ``streamer bench pipeline`` does (:mod:`streamer.cli.bench_pipeline`): every
+framework reads the same prebuilt events in the same partitions (Kafka's murmur2 of the key),
+with the same timestamps; its child process imports its framework and builds its app, says
+``start`` and runs. **Completion**, for count and window: every expected output is in the
+output topic's high watermark (visible to a consumer), watched every 20 ms with ListOffsets by
+this process, or every 5 ms by streamer-embedded itself. Count expects one output per event;
+window one per (user, window) that closes, computed here from the input with the rule both
+frameworks follow (:meth:`~streamer.cli.bench_stateful_events.Events.closed_windows`: a
+window closes when its partition's largest event time reaches its end; the last window of
+each partition stays open and is not expected; quixstreams runs with
+``closing_strategy="partition"`` to close windows that way). **Correctness**, after the app
+and broker stopped, from the log's files: count's output holds, for each user with N events,
+the counts 1 … N exactly once (so the table counted every event once); window's output holds
+each closed window once with its exact count and bounds; otherwise the run fails. For recovery
+the app watches its table in-process: done when every partition is restored and served; then
+(untimed) it reads the whole table back: exactly the changelog's keys, each with its value.
+
+events/s = input events / seconds from ``start`` to done, keys/s likewise for recovery; the
+medians over ``--runs``, and the ratios to quixstreams beside the issue's goals:
+streamer-embedded ≥ 3×, streamer-kafka ≥ 1.5× on count and window; recovery ≥ 300,000 keys/s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, JustifyMethod
+from rich.table import Table
+from streamer.cli.bench import _data_folder, _machine, _source
+from streamer.cli.bench_pipeline import (
+    STALL_S_MAX,
+    START_S_MAX,
+    WATCH_INTERVAL_S,
+    Child,
+    _difference,
+    _kafka_error,
+    _median_text,
+    _short,
+    importable,
+)
+from streamer.cli.bench_stateful_apps import FRAMEWORKS, WORKLOADS, ChildSettings, output_topic
+from streamer.cli.bench_stateful_events import (
+    EVENT_TIME_SPAN_MS,
+    PARTITIONS,
+    WINDOW_MS,
+    Changelog,
+    Events,
+    RunFailed,
+    build_changelog,
+    build_events,
+    check_counts,
+    check_windows,
+    end_offsets,
+    load_broker,
+    load_changelog_broker,
+    load_changelog_log,
+    load_log,
+    read_topic,
+)
+from streamer.cli.broker_process import (
+    BrokerDidNotStart,
+    RunningBroker,
+    start_broker,
+    stop_broker,
+)
+
+__all__ = ["parse_only", "run_stateful_benchmark"]
+
+GOALS = {"streamer-embedded": 3.0, "streamer-kafka": 1.5}  # × quixstreams, count and window
+RECOVERY_GOAL_KEYS_S = 300_000
+REFERENCE = "quixstreams"
+RUN_S_MAX = 3600.0
+CHECK_S_MAX = 300.0  # recovery: the app reading its whole table back, after the clock
+
+
+class StatefulChild(Child):  # type: ignore[misc]  # mypy sees streamer.cli as Any
+    """:class:`~streamer.cli.bench_pipeline.Child`, running a stateful app instead."""
+
+    def __init__(self, settings: ChildSettings, log_path: str) -> None:
+        self.log_path = log_path
+        self.said: dict[str, Any] = {}
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli.bench_stateful_apps", settings.to_json()],
+                cwd=settings.state_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,),
+                                        daemon=True)
+        self._reader.start()
+
+
+def watch_broker(bootstrap: str, topic: str, expected: int, child: Child) -> tuple[float, float]:
+    """Poll ``topic``'s end offsets until they hold ``expected`` records; returns the
+    monotonic times of the first output and the last."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    first_at: float | None = None
+    last, progress_at = 0, time.monotonic()
+    while True:
+        outputs = end_offsets(admin, topic)
+        now = time.monotonic()
+        if outputs != last:
+            last, progress_at = outputs, now
+            first_at = first_at or now
+        if outputs >= expected:
+            assert first_at is not None
+            return first_at, now
+        if now - progress_at > STALL_S_MAX:
+            raise RunFailed(f"{outputs} of {expected} outputs, none new in {STALL_S_MAX:.0f} s"
+                            f"{child.tail()}")
+        child.check_alive()
+        time.sleep(WATCH_INTERVAL_S)
+
+
+# -- the runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    seconds: float  # start → every output visible (recovery: every partition restored)
+    first_output_s: float | None  # start → the first output visible
+    durable_s: float | None  # start → every output fsynced; streamer-embedded only
+    restore_s: float | None  # recovery: the worker's own restore time (its log line)
+    app_cpu_seconds: float | None  # the app's process, start → done, from /proc
+    broker_cpu_seconds: float | None  # `streamer broker`'s, likewise
+
+
+@dataclass(slots=True)
+class Measurement:
+    workload: str
+    framework: str
+    items: int  # input events; for recovery, the table's keys
+    outputs: int
+    samples: list[Sample] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def unit(self) -> str:
+        return "keys/s" if self.workload == "recovery" else "events/s"
+
+    def rates(self) -> list[float]:
+        return [self.items / s.seconds for s in self.samples]
+
+    def median_rate(self) -> float | None:
+        rates = self.rates()
+        return statistics.median(rates) if rates else None
+
+    def summary(self) -> dict[str, Any]:
+        rates, median = self.rates(), self.median_rate()
+
+        def rounded(values: Sequence[float | None], digits: int = 3) -> list[float | None]:
+            return [None if v is None else round(v, digits) for v in values]
+
+        return {
+            "workload": self.workload,
+            "framework": self.framework,
+            "unit": self.unit,
+            "items": self.items,
+            "outputs": self.outputs,
+            "runs": len(self.samples),
+            "per_s_median": None if median is None else round(median),
+            "per_s_min": round(min(rates)) if rates else None,
+            "per_s_max": round(max(rates)) if rates else None,
+            "seconds": rounded([s.seconds for s in self.samples], 4),
+            "first_output_seconds": rounded([s.first_output_s for s in self.samples], 4),
+            "durable_seconds": rounded([s.durable_s for s in self.samples], 4),
+            "restore_seconds": rounded([s.restore_s for s in self.samples], 4),
+            "app_cpu_seconds": rounded([s.app_cpu_seconds for s in self.samples]),
+            "broker_cpu_seconds": rounded([s.broker_cpu_seconds for s in self.samples]),
+            "failures": self.failures,
+        }
+
+
+@dataclass(slots=True)
+class Inputs:
+    events: Events
+    event_count: int
+    changelog: Changelog | None
+    recovery_keys: int
+
+
+def _plan(workloads: Sequence[str], frameworks: Sequence[str]) -> list[tuple[str, str]]:
+    """(workload, framework) pairs: recovery is streamer's alone."""
+    return [(w, f) for w in workloads for f in frameworks
+            if not (w == "recovery" and f == REFERENCE)]
+
+
+def _run_all(
+    plan: Sequence[tuple[str, str]], inputs: Inputs, runs: int, root: str,
+    profile_dir: str | None, notes: list[str], progress: Console,
+) -> dict[tuple[str, str], Measurement]:
+    measurements: dict[tuple[str, str], Measurement] = {}
+    for workload, framework in plan:
+        if workload == "recovery":
+            items = outputs = inputs.recovery_keys
+        else:
+            items = inputs.event_count
+            outputs = (items if workload == "count"
+                       else len(inputs.events.closed_windows(items)))
+        measurements[(workload, framework)] = Measurement(workload, framework, items, outputs)
+    for run in range(1, runs + 1):
+        for m in measurements.values():  # they take turns, so drift spreads over all
+            _run_one(m, inputs, run, root, profile_dir, notes, progress)
+    return measurements
+
+
+def _run_one(
+    m: Measurement, inputs: Inputs, run: int, root: str, profile_dir: str | None,
+    notes: list[str], progress: Console,
+) -> None:
+    folder = tempfile.mkdtemp(prefix=f"{m.workload}-{m.framework}-{run}-", dir=root)
+    label = f"run {run}: {m.workload}, {m.framework}, {m.items:,} " + (
+        "keys" if m.workload == "recovery" else "events")
+    topic = output_topic(m.workload)
+    broker: RunningBroker | None = None
+    try:
+        if m.framework == "streamer-embedded":
+            data = bootstrap = os.path.join(folder, "log")
+            _load(m.workload, inputs, data, into_broker=False)
+        else:
+            data = os.path.join(folder, "broker-data")
+            broker = start_broker("streamer", data, os.path.join(folder, "broker.log"))
+            bootstrap = broker.bootstrap
+            _load(m.workload, inputs, bootstrap, into_broker=True)
+        profile = None if profile_dir is None else os.path.join(
+            profile_dir, f"{m.workload}-{m.framework}-run{run}.prof")
+        settings = ChildSettings(m.framework, m.workload, bootstrap, topic, PARTITIONS,
+                                 m.outputs, folder, profile)
+        sample = _measure(settings, broker, os.path.join(folder, f"{m.framework}.log"), notes,
+                          label)
+        if broker is not None and not stop_broker(broker):
+            notes.append(f"{label}: streamer broker needed SIGKILL")
+        if m.workload == "count":
+            check_counts(read_topic(data, topic), inputs.events.counts(m.items))
+        elif m.workload == "window":
+            check_windows(read_topic(data, topic), inputs.events.closed_windows(m.items))
+        m.samples.append(sample)
+        progress.print(f"[dim]{label}: {_describe(m, sample)}[/]", highlight=False)
+    except (RunFailed, BrokerDidNotStart, _kafka_error()) as failure:
+        m.failures.append(f"run {run}: {failure}")
+        progress.print(f"[red]{label}: failed: {failure}[/]", highlight=False)
+    finally:
+        if broker is not None:
+            stop_broker(broker)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _load(workload: str, inputs: Inputs, destination: str, *, into_broker: bool) -> None:
+    """The run's input, before its clock, into a log folder or a broker (host:port): the
+    events and the output topic, or the recovery's changelog."""
+    topic = output_topic(workload)
+    if workload == "recovery":
+        assert inputs.changelog is not None
+        if into_broker:
+            load_changelog_broker(destination, inputs.changelog)
+        else:
+            load_changelog_log(destination, inputs.changelog)
+    elif into_broker:
+        load_broker(destination, inputs.events, inputs.event_count, topic)
+    else:
+        load_log(destination, inputs.events, inputs.event_count, topic)
+
+
+def _measure(
+    settings: ChildSettings, broker: RunningBroker | None, log_path: str, notes: list[str],
+    label: str,
+) -> Sample:
+    child = StatefulChild(settings, log_path)
+    first: float | None = None
+    durable: float | None = None
+    restore: float | None = None
+    try:
+        start = child.wait_for("start", START_S_MAX)
+        cpu_start = child.cpu_seconds()
+        broker_start = None if broker is None else broker.cpu_seconds()
+        if settings.workload == "recovery" or broker is None:  # the app watches itself
+            done = child.wait_for("done", RUN_S_MAX)
+        else:
+            first, done = watch_broker(broker.bootstrap, settings.output_topic,
+                                       settings.expected, child)
+        cpu_done = child.cpu_seconds()
+        broker_done = None if broker is None else broker.cpu_seconds()
+        if settings.workload == "recovery":
+            restore = _check_recovery(child, settings.expected)
+        elif broker is None:
+            first = child.wait_for("first", START_S_MAX)  # said before "done"
+            durable = child.wait_for("durable", STALL_S_MAX) - start
+    finally:
+        stopping = "durable" in child.said or "checked" in child.said
+        if not child.stop(exiting=stopping):
+            notes.append(f"{label}: the app needed SIGKILL to stop")
+    return Sample(
+        done - start, None if first is None else first - start, durable, restore,
+        _difference(cpu_start, cpu_done), _difference(broker_start, broker_done),
+    )
+
+
+def _check_recovery(child: Child, keys: int) -> float | None:
+    """The app's own check of its table; returns the worker's restore seconds."""
+    recovered = child.said["recovered"]
+    if recovered != keys:
+        raise RunFailed(f"restored {recovered} changelog records, not {keys}")
+    child.wait_for("checked", CHECK_S_MAX)
+    if child.said.get("problem"):
+        raise RunFailed(child.said["problem"])
+    restores = child.said.get("restores") or []
+    return sum(seconds for _, seconds in restores) if restores else None
+
+
+def _describe(m: Measurement, s: Sample) -> str:
+    text = f"{m.items / s.seconds:,.0f} {m.unit} ({s.seconds:.2f} s"
+    if s.first_output_s is not None:
+        text += f"; first output after {s.first_output_s:.2f} s"
+    if s.durable_s is not None:
+        text += f"; all durable after {s.durable_s:.2f} s"
+    if s.restore_s is not None:
+        text += f"; the worker's restore {s.restore_s:.2f} s"
+    return text + ")"
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def run_stateful_benchmark(
+    *,
+    workloads: Sequence[str],
+    frameworks: Sequence[str],
+    events: int,
+    keys: int,
+    recovery_keys: int,
+    runs: int,
+    data_dir: str | None,
+    profile_dir: str | None,
+    json_path: str | None,
+    console: Console,
+) -> dict[str, Any]:
+    """Run the stateful benchmark, print a table on ``console`` and return the figures;
+    ``json_path``: also write them there as JSON ("-": print JSON on ``console`` instead of
+    the table). The report's ``failures`` counts the runs that failed; the caller decides the
+    exit code."""
+    as_json = json_path == "-"
+    plan = _plan(workloads, frameworks)
+    _check_settings(plan, events, keys, recovery_keys, runs)
+    progress = Console(stderr=True) if as_json else console
+    root, remove_root = _data_folder(data_dir)
+    if profile_dir is not None:
+        os.makedirs(profile_dir, exist_ok=True)
+        profile_dir = os.path.abspath(profile_dir)
+    started = datetime.now(UTC)
+    machine = _machine(root)  # before the runs: the load average says who else was busy
+    notes: list[str] = []
+    try:
+        needs_changelog = any(w == "recovery" for w, _ in plan)
+        progress.print(f"[dim]building {events:,} events" + (
+            f" and a changelog of {recovery_keys:,} keys" if needs_changelog else "")
+            + " (not timed)…[/]")
+        inputs = Inputs(build_events(events, keys), events,
+                        build_changelog(recovery_keys) if needs_changelog else None,
+                        recovery_keys)
+        measurements = _run_all(plan, inputs, runs, root, profile_dir, notes, progress)
+    finally:
+        if remove_root:
+            shutil.rmtree(root, ignore_errors=True)
+    if profile_dir is not None:
+        notes.append(f"profiled with cProfile (slower than usual): {profile_dir}")
+    summaries = [m.summary() for m in measurements.values()]
+    report = {
+        "benchmark": "streamer bench stateful",
+        "date": started.isoformat(timespec="seconds"),
+        "units": {"events_per_s": "input events per second, start → every output visible",
+                  "keys_per_s": "table keys per second, start → every partition restored"},
+        "machine": machine,
+        "source": _source(),
+        "settings": _settings(workloads, frameworks, events, keys, recovery_keys, runs, root,
+                              remove_root),
+        "measurements": summaries,
+        "ratios": _ratios(measurements),
+        "failures": sum(len(m["failures"]) for m in summaries),
+        "notes": notes,
+    }
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        _print_table(console, report)
+    if json_path is not None and not as_json:
+        with open(json_path, "w") as file:
+            json.dump(report, file, indent=2)
+            file.write("\n")
+    return report
+
+
+def parse_only(only: str | None) -> tuple[list[str], list[str]]:
+    """``--only count,streamer-embedded`` → (workloads, frameworks), each in the benchmark's
+    order; a list naming no workload means all of them, likewise for frameworks."""
+    if only is None:
+        return list(WORKLOADS), list(FRAMEWORKS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(WORKLOADS) - set(FRAMEWORKS))
+    if unknown or not names:
+        raise SystemExit(f"--only takes a list of {', '.join(WORKLOADS + FRAMEWORKS)}; "
+                         f"not {unknown}")
+    workloads = [w for w in WORKLOADS if w in names] or list(WORKLOADS)
+    frameworks = [f for f in FRAMEWORKS if f in names] or list(FRAMEWORKS)
+    return workloads, frameworks
+
+
+def _check_settings(
+    plan: Sequence[tuple[str, str]], events: int, keys: int, recovery_keys: int, runs: int,
+) -> None:
+    if runs < 1 or events < 2 or keys < 1 or recovery_keys < 1:
+        raise SystemExit("--runs, --keys and --recovery-keys must be ≥ 1, --events ≥ 2")
+    if not plan:
+        raise SystemExit("nothing to run: recovery is measured for streamer only")
+    needed = {}
+    if any(framework != "streamer-embedded" for _, framework in plan):
+        needed["confluent_kafka"] = "confluent-kafka"
+    if any(framework == "quixstreams" for _, framework in plan):
+        needed["quixstreams"] = "quixstreams"
+    missing = [package for module, package in needed.items() if not importable(module)]
+    if missing:
+        raise SystemExit(f"the stateful benchmark needs {', '.join(missing)}: "
+                         "pip install streamer[bench]")
+
+
+def _settings(
+    workloads: Sequence[str], frameworks: Sequence[str], events: int, keys: int,
+    recovery_keys: int, runs: int, root: str, remove_root: bool,
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str] = {}
+    for package in ("quixstreams", "confluent-kafka", "rocksdict", "aiokafka", "orjson"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return {
+        "workloads": list(workloads),
+        "frameworks": list(frameworks),
+        "events": events,
+        "keys": keys,
+        "partitions": PARTITIONS,
+        "event_time_span_ms": EVENT_TIME_SPAN_MS,
+        "window": f"tumbling {WINDOW_MS // 1000} s, grace 0, final emit; a window closes when "
+                  "its partition's largest event time reaches its end",
+        "recovery_keys": recovery_keys,
+        "example_event": {"user": "u123", "page": "/p/42", "duration_ms": 1234, "n": 0},
+        "runs": runs,
+        "data_dir": root,
+        "data_dir_removed": remove_root,
+        "versions": versions,
+    }
+
+
+def _ratios(measurements: dict[tuple[str, str], Measurement]) -> list[dict[str, Any]]:
+    ratios = []
+    for (workload, framework), m in measurements.items():
+        if workload == "recovery":
+            ours = m.median_rate()
+            ratios.append({
+                "workload": workload, "framework": framework, "over": "goal",
+                "ratio": None if ours is None else round(ours / RECOVERY_GOAL_KEYS_S, 3),
+                "goal": 1.0, "goal_keys_per_s": RECOVERY_GOAL_KEYS_S,
+            })
+            continue
+        reference = measurements.get((workload, REFERENCE))
+        if framework == REFERENCE or reference is None:
+            continue
+        ours, theirs = m.median_rate(), reference.median_rate()
+        ratios.append({
+            "workload": workload, "framework": framework, "over": REFERENCE,
+            "ratio": None if not ours or not theirs else round(ours / theirs, 3),
+            "goal": GOALS.get(framework),
+        })
+    return ratios
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _print_table(console: Console, report: dict[str, Any]) -> None:
+    table = Table(
+        title="streamer bench stateful: input events/s (recovery: keys/s), start → done",
+        title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False,
+    )
+    for name in ("workload", "framework", "per s", "min–max", "app s", "brk s", "runs",
+                 "ratio", "goal"):
+        justify: JustifyMethod = "left" if name in ("workload", "framework") else "right"
+        table.add_column(name, justify=justify, no_wrap=True)
+    ratios = {(r["workload"], r["framework"]): r for r in report["ratios"]}
+    for m in report["measurements"]:
+        table.add_row(*_row(m, ratios.get((m["workload"], m["framework"]))))
+    console.print(table)
+    _print_caption(console, report)
+
+
+def _row(m: dict[str, Any], ratio: dict[str, Any] | None) -> list[str]:
+    runs = m["runs"] + len(m["failures"])
+    runs_text = f"[red]{m['runs']}/{runs}[/]" if m["failures"] else f"{runs}"
+    first = [m["workload"], m["framework"]]
+    if m["per_s_median"] is None:
+        return [*first, "n/a", "", "", "", runs_text, "", ""]
+    ratio_text = goal_text = ""
+    if ratio is not None and ratio["ratio"] is not None:
+        goal = ratio["goal"]
+        colour = "dim" if goal is None else "green" if ratio["ratio"] >= goal else "red"
+        ratio_text = f"[{colour}]{ratio['ratio']:.2f}×[/]"
+        if ratio["over"] == "goal":
+            goal_text = f"≥{_short(ratio['goal_keys_per_s'])}/s"
+        else:
+            goal_text = "" if goal is None else f"≥{goal:g}×"
+    low, high = m["per_s_min"], m["per_s_max"]
+    return [
+        *first, f"{m['per_s_median']:,}",
+        _range(low, high),
+        _median_text(m["app_cpu_seconds"]), _median_text(m["broker_cpu_seconds"]), runs_text,
+        ratio_text, goal_text,
+    ]
+
+
+def _range(low: int, high: int) -> str:
+    """``38–41k``, ``0.95–1.20M``: the unit once, when both ends share it."""
+    if high < 1e3:
+        return f"{low}–{high}"
+    low_text, high_text = _short(low), _short(high)
+    if low_text[-1] == high_text[-1]:
+        low_text = low_text[:-1]
+    return f"{low_text}–{high_text}"
+
+
+def _print_caption(console: Console, report: dict[str, Any]) -> None:
+    settings, machine = report["settings"], report["machine"]
+    versions = settings["versions"]
+    recovery = (f"recovery: a table of {settings['recovery_keys']:,} keys restored from its "
+                "changelog into empty stores. " if "recovery" in settings["workloads"] else "")
+    console.print(
+        f"[dim]Medians of {settings['runs']} runs. {settings['events']:,} JSON events, "
+        f"{settings['keys']:,} keys, {settings['partitions']} partitions, event times over "
+        f"{settings['event_time_span_ms'] / 1000:,.0f} s. count: a per-key count in a RocksDB "
+        "table, (user, count) sent per event; window: per-key counts in 10 s tumbling "
+        f"windows, sent once closed; {recovery}Each run a fresh log: streamer-embedded's "
+        "folder, the others' own `streamer broker`, loaded before the clock; the clock runs "
+        "from the app's start (imports done; start-up and group join included) to every "
+        "output in the high watermark (recovery: every table partition restored), and the "
+        "output is then checked exactly. "
+        f"quixstreams {versions.get('quixstreams', '?')}, confluent-kafka "
+        f"{versions.get('confluent-kafka', '?')}, rocksdict {versions.get('rocksdict', '?')}. "
+        f"{machine['cpus']} CPUs ({machine['cpu_model']}) shared by app, broker and harness, "
+        f"load {machine['load_average_1_5_15'][0]:.2f} before, Python {machine['python']}, "
+        f"{machine['filesystem']} on {machine['device']}. app s, brk s: CPU seconds of the "
+        "app's process and of its broker, start → done; ratio: the median over quixstreams' "
+        "median (recovery: over the goal).[/]",
+        highlight=False,
+    )
+    for m in report["measurements"]:
+        durable = [s for s in m["durable_seconds"] if s is not None]
+        restore = [s for s in m["restore_seconds"] if s is not None]
+        if durable:
+            console.print(
+                f"[dim]{m['workload']}, {m['framework']}: every output durable (fsynced) "
+                f"after a median {statistics.median(durable):.2f} s: "
+                f"{m['items'] / statistics.median(durable):,.0f} events/s on that clock.[/]",
+                highlight=False,
+            )
+        if restore:
+            console.print(
+                f"[dim]{m['workload']}, {m['framework']}: the worker's own restore (its log "
+                f"line, start-up excluded) took a median {statistics.median(restore):.2f} s: "
+                f"{m['items'] / statistics.median(restore):,.0f} keys/s.[/]", highlight=False,
+            )
+    for note in report["notes"]:
+        console.print(f"[yellow]note: {note}[/]", highlight=False)
+    for m in report["measurements"]:
+        for failure in m["failures"]:
+            console.print(f"[red]{m['workload']}, {m['framework']}: {failure}[/]",
+                          highlight=False)
