@@ -305,14 +305,19 @@ def consume(
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Serve Prometheus metrics on this port (needs streamer[metrics]).")
+@click.option("--state-dir", default=None, metavar="DIR",
+              help="Where table stores live (default: <log folder>/state/<app>, or "
+                   "./streamer-state/<app> on kafka://).")
 def worker(
     app_spec: str, broker: str | None, data: str | None, loglevel: str,
-    metrics_port: int | None,
+    metrics_port: int | None, state_dir: str | None,
 ) -> None:
-    """Run a worker of an app: its agents, timers and tasks, until SIGTERM or Ctrl-C."""
+    """Run a worker of an app: its agents, timers, tasks and tables, until SIGTERM or
+    Ctrl-C."""
     from streamer.cli.worker import start_worker
 
-    start_worker(app_spec, broker, data, loglevel, metrics_port=metrics_port)
+    start_worker(app_spec, broker, data, loglevel, metrics_port=metrics_port,
+                 state_dir=state_dir)
 
 
 @main.command("top")

@@ -39,9 +39,12 @@ def load_app(spec: str) -> App:
 def start_worker(
     spec: str, broker: str | None, data: str | None, loglevel: str, *,
     metrics_port: int | None = None,
+    state_dir: str | None = None,
 ) -> None:
     configure_logging(loglevel)
     app = load_app(spec)
+    if state_dir is not None:
+        app.state_dir = state_dir
     url = broker or data or app.broker
     metrics = None
     try:

@@ -5,6 +5,7 @@ ends the process with one line naming where it failed."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,22 @@ def _continuation_lines(output: str) -> list[str]:
     """Lines that do not start a log record (a record is one line when not on a terminal)."""
     record = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) |^Error: ")
     return [line for line in output.splitlines() if line.strip() and not record.match(line)]
+
+
+def test_state_dir_puts_the_table_stores_there(tmp_path: Path) -> None:
+    state = tmp_path / "tables-here"
+
+    async def scenario() -> WorkerProcess:
+        worker = WorkerProcess("examples.word_count:app", str(tmp_path / "log"),
+                               args=["--state-dir", str(state)])
+        try:
+            await worker.wait_for_line(r"worker of word-count running", timeout_s=30)
+            code = worker.terminate()
+        finally:
+            worker.kill()
+        assert code == 0, worker.output
+        return worker
+
+    worker = run(scenario())
+    assert worker.find(rf"table state in {re.escape(str(state))}/worker-0"), worker.output
+    assert (state / "worker-0").is_dir()
