@@ -41,6 +41,7 @@ from rich.table import Table
 
 # The log benchmark's machine description and data folder choice, shared so both read alike.
 from streamer.cli.bench import _data_folder, _machine, _source
+from streamer.cli.bench_harness import print_notes_and_failures
 from streamer.cli.broker_process import (
     BROKER_STOP_S_MAX,
     BROKERS,
@@ -578,9 +579,5 @@ def _print_caption(console: Console, report: dict[str, Any]) -> None:
         f"{machine['load_average_1_5_15'][0]:.2f} before, Python {machine['python']}.[/]",
         highlight=False,
     )
-    for note in report["notes"]:
-        console.print(f"[yellow]note: {note}[/]", highlight=False)
-    for m in report["measurements"]:
-        for failure in m["failures"]:
-            console.print(f"[red]{m['broker']} {m['size_bytes']} B {m['phase']}: {failure}[/]",
-                          highlight=False)
+    print_notes_and_failures(console, report,
+                             lambda m: f"{m['broker']} {m['size_bytes']} B {m['phase']}")

@@ -26,162 +26,53 @@ goals (streamer-embedded ≥ 3×, streamer-kafka ≥ 1×).
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import os
-import queue
-import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
-from rich import box
-from rich.console import Console, JustifyMethod
-from rich.table import Table
-from streamer.cli.bench import _data_folder, _machine, _source
-from streamer.cli.bench_pipeline_apps import MARK, PIPELINES, THRESHOLD_MS, ChildSettings
+from rich.console import Console
+from streamer.cli.bench_harness import (
+    RUN_S_MAX,
+    STALL_S_MAX,
+    START_S_MAX,
+    Child,
+    Runs,
+    Session,
+    difference,
+    importable,
+    median_text,
+    package_versions,
+    print_notes_and_failures,
+    ratio_of,
+    ratio_texts,
+    report_table,
+    run_on_fresh_log,
+    runs_text,
+    short,
+    show_report,
+    watch_broker,
+)
+from streamer.cli.bench_pipeline_apps import PIPELINES, THRESHOLD_MS, ChildSettings
 from streamer.cli.bench_pipeline_events import (
     INPUT_TOPIC,
     KEYS,
     OUTPUT_TOPIC,
     PARTITIONS,
     Events,
-    RunFailed,
     build_events,
     check_output,
-    end_offsets,
     load_broker,
     load_log,
 )
-from streamer.cli.broker_process import (
-    BrokerDidNotStart,
-    RunningBroker,
-    _process_cpu_seconds,
-    start_broker,
-    stop_broker,
-)
+from streamer.cli.broker_process import RunningBroker
 
-__all__ = ["parse_pipelines", "run_pipeline_benchmark"]
+__all__ = ["importable", "parse_pipelines", "run_pipeline_benchmark"]
 
 GOALS = {"streamer-embedded": 3.0, "streamer-kafka": 1.0}  # × quixstreams' events/s
 REFERENCE = "quixstreams"
-WATCH_INTERVAL_S = 0.02  # ListOffsets of the output topic, while a broker pipeline runs
-START_S_MAX = 120.0  # a child's imports and app set-up, before it says "start"
-STALL_S_MAX = 60.0  # no new output for this long: the run fails
-RUN_S_MAX = 3600.0
-CHILD_STOP_S_MAX = 30.0  # SIGTERM, then SIGKILL
-
-
-# -- a pipeline's process ------------------------------------------------------------------
-
-
-class Child:
-    """A pipeline's process: its marked stdout lines on a queue, everything in a log file."""
-
-    def __init__(self, settings: ChildSettings, log_path: str) -> None:
-        self.log_path = log_path
-        self.said: dict[str, Any] = {}
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli.bench_pipeline_apps", settings.to_json()],
-                cwd=settings.state_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,),
-                                        daemon=True)
-        self._reader.start()
-
-    def _read(self, stdout: IO[bytes]) -> None:
-        with open(self.log_path, "ab") as log, stdout:
-            for line in stdout:
-                log.write(line)
-                log.flush()
-                text = line.decode(errors="replace")
-                if text.startswith(MARK):
-                    self._lines.put(json.loads(text[len(MARK):]))
-
-    def wait_for(self, what: str, timeout_s: float) -> float:
-        """The monotonic time of the child's ``what`` line; RunFailed if it fails first."""
-        deadline = time.monotonic() + timeout_s
-        while what not in self.said:
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise RunFailed(f"no {what!r} from the pipeline in {timeout_s:.0f} s")
-            with contextlib.suppress(queue.Empty):
-                self.said.update(self._lines.get(timeout=0.1))
-            if "failed" in self.said:
-                raise RunFailed(f"{self.said['failed']}{self.tail()}")
-        return float(self.said[what])
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            self._reader.join(timeout=1.0)
-            raise RunFailed(f"the pipeline's process exited with {code}{self.tail()}")
-
-    def cpu_seconds(self) -> float | None:
-        seconds: float | None = _process_cpu_seconds(self.process.pid)
-        return seconds
-
-    def stop(self, *, exiting: bool = False) -> bool:
-        """SIGTERM, then SIGKILL after CHILD_STOP_S_MAX. True when SIGTERM was enough.
-        ``exiting``: the child is stopping by itself; give it CHILD_STOP_S_MAX first."""
-        stopped = True
-        if exiting:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(CHILD_STOP_S_MAX)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(CHILD_STOP_S_MAX)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                stopped = False
-        self._reader.join(timeout=5.0)
-        return stopped
-
-    def tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError), open(self.log_path, errors="replace") as log:
-            last = log.read().splitlines()[-lines:]
-            if last:
-                return ":\n  " + "\n  ".join(last)
-        return ""
-
-
-def watch_broker(bootstrap: str, expected: int, child: Child) -> tuple[float, float]:
-    """Poll the output topic's end offsets until they hold ``expected`` records; returns
-    the monotonic times of the first output and the last."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    first_at: float | None = None
-    last, progress_at = 0, time.monotonic()
-    while True:
-        outputs = end_offsets(admin, OUTPUT_TOPIC)
-        now = time.monotonic()
-        if outputs != last:
-            last, progress_at = outputs, now
-            first_at = first_at or now
-        if outputs >= expected:
-            assert first_at is not None
-            return first_at, now
-        if now - progress_at > STALL_S_MAX:
-            raise RunFailed(f"{outputs} of {expected} outputs, none new in {STALL_S_MAX:.0f} s"
-                            f"{child.tail()}")
-        child.check_alive()
-        time.sleep(WATCH_INTERVAL_S)
 
 
 # -- the runs ------------------------------------------------------------------------------
@@ -197,41 +88,12 @@ class Sample:
 
 
 @dataclass(slots=True)
-class Measurement:
-    pipeline: str
-    events: int
-    outputs: int
-    samples: list[Sample] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-    def rates(self) -> list[float]:
-        return [self.events / s.seconds for s in self.samples]
-
-    def median_rate(self) -> float | None:
-        rates = self.rates()
-        return statistics.median(rates) if rates else None
+class Measurement(Runs):  # type: ignore[misc]  # mypy sees streamer.cli as Any
+    pipeline: str  # items: its input events
 
     def summary(self) -> dict[str, Any]:
-        rates, median = self.rates(), self.median_rate()
-
-        def rounded(values: Sequence[float | None], digits: int = 3) -> list[float | None]:
-            return [None if v is None else round(v, digits) for v in values]
-
-        return {
-            "pipeline": self.pipeline,
-            "events": self.events,
-            "outputs": self.outputs,
-            "runs": len(self.samples),
-            "events_per_s_median": None if median is None else round(median),
-            "events_per_s_min": round(min(rates)) if rates else None,
-            "events_per_s_max": round(max(rates)) if rates else None,
-            "seconds": rounded([s.seconds for s in self.samples], 4),
-            "first_output_seconds": rounded([s.first_output_s for s in self.samples], 4),
-            "durable_seconds": rounded([s.durable_s for s in self.samples], 4),
-            "app_cpu_seconds": rounded([s.app_cpu_seconds for s in self.samples]),
-            "broker_cpu_seconds": rounded([s.broker_cpu_seconds for s in self.samples]),
-            "failures": self.failures,
-        }
+        return {"pipeline": self.pipeline, "events": self.items, "outputs": self.outputs,
+                **self.figures("events_per_s", Sample)}
 
 
 @dataclass(slots=True)
@@ -245,7 +107,7 @@ def _run_all(
     profile_dir: str | None, progress: Console,
 ) -> Results:
     results = Results({
-        name: Measurement(name, counts[name], sum(events.kept[:counts[name]]))
+        name: Measurement(counts[name], sum(events.kept[:counts[name]]), name)
         for name in pipelines
     })
     for run in range(1, runs + 1):
@@ -260,42 +122,30 @@ def _run_one(
     profile_dir: str | None, progress: Console,
 ) -> None:
     folder = tempfile.mkdtemp(prefix=f"{m.pipeline}-{run}-", dir=root)
-    label = f"run {run}: {m.pipeline}, {m.events:,} events"
-    broker: RunningBroker | None = None
-    try:
-        if m.pipeline == "streamer-embedded":
-            data = bootstrap = os.path.join(folder, "log")
-            load_log(data, events, m.events)
-        else:
-            data = os.path.join(folder, "broker-data")
-            broker = start_broker("streamer", data, os.path.join(folder, "broker.log"))
-            bootstrap = broker.bootstrap
-            load_broker(bootstrap, events, m.events)
-        profile = None if profile_dir is None else os.path.join(
-            profile_dir, f"{m.pipeline}-run{run}.prof")
+    label = f"run {run}: {m.pipeline}, {m.items:,} events"
+    profile = None if profile_dir is None else os.path.join(
+        profile_dir, f"{m.pipeline}-run{run}.prof")
+
+    def measure(bootstrap: str, broker: RunningBroker | None) -> Sample:
         settings = ChildSettings(m.pipeline, bootstrap, INPUT_TOPIC, OUTPUT_TOPIC, PARTITIONS,
                                  m.outputs, folder, profile)
-        sample = _measure(settings, broker, os.path.join(folder, f"{m.pipeline}.log"), results,
-                          label)
-        if broker is not None and not stop_broker(broker):
-            results.notes.append(f"{label}: streamer broker needed SIGKILL")
-        check_output(data, events.outputs(m.events))
-        m.samples.append(sample)
-        progress.print(f"[dim]{label}: {_describe(m, sample)}[/]", highlight=False)
-    except (RunFailed, BrokerDidNotStart, _kafka_error()) as failure:
-        m.failures.append(f"run {run}: {failure}")
-        progress.print(f"[red]{label}: failed: {failure}[/]", highlight=False)
-    finally:
-        if broker is not None:
-            stop_broker(broker)
-        shutil.rmtree(folder, ignore_errors=True)
+        return _measure(settings, broker, os.path.join(folder, f"{m.pipeline}.log"), results,
+                        label)
+
+    run_on_fresh_log(
+        m, run, label, folder, embedded=m.pipeline == "streamer-embedded",
+        load=lambda bootstrap, into_broker: (load_broker if into_broker else load_log)(
+            bootstrap, events, m.items),
+        measure=measure, check=lambda data: check_output(data, events.outputs(m.items)),
+        describe=lambda sample: _describe(m, sample), notes=results.notes, progress=progress,
+    )
 
 
 def _measure(
     settings: ChildSettings, broker: RunningBroker | None, log_path: str, results: Results,
     label: str,
 ) -> Sample:
-    child = Child(settings, log_path)
+    child = Child(settings, log_path, "streamer.cli.bench_pipeline_apps")
     try:
         start = child.wait_for("start", START_S_MAX)
         cpu_start = child.cpu_seconds()
@@ -307,34 +157,20 @@ def _measure(
             first = child.wait_for("first", START_S_MAX)  # said before "done"
             durable = child.wait_for("durable", STALL_S_MAX) - start
         else:
-            first, done = watch_broker(broker.bootstrap, settings.expected, child)
+            first, done = watch_broker(broker.bootstrap, OUTPUT_TOPIC, settings.expected, child)
             cpu_done = child.cpu_seconds()
         broker_done = None if broker is None else broker.cpu_seconds()
     finally:
         if not child.stop(exiting="durable" in child.said):
             results.notes.append(f"{label}: the pipeline needed SIGKILL to stop")
     return Sample(
-        done - start, first - start, durable, _difference(cpu_start, cpu_done),
-        _difference(broker_start, broker_done),
+        done - start, first - start, durable, difference(cpu_start, cpu_done),
+        difference(broker_start, broker_done),
     )
 
 
-def _kafka_error() -> type[Exception]:
-    """confluent-kafka's error type; streamer-embedded alone runs without confluent-kafka."""
-    error: type[Exception] = RunFailed
-    with contextlib.suppress(ImportError):
-        from confluent_kafka import KafkaException
-
-        error = KafkaException
-    return error
-
-
-def _difference(before: float | None, after: float | None) -> float | None:
-    return None if before is None or after is None else after - before
-
-
 def _describe(m: Measurement, s: Sample) -> str:
-    text = (f"{m.events / s.seconds:,.0f} events/s ({s.seconds:.2f} s; first output after "
+    text = (f"{m.items / s.seconds:,.0f} events/s ({s.seconds:.2f} s; first output after "
             f"{s.first_output_s:.2f} s")
     if s.durable_s is not None:
         text += f"; all durable after {s.durable_s:.2f} s"
@@ -360,43 +196,25 @@ def run_pipeline_benchmark(
     counts = {name: min(events, faust_events) if name == "faust" else events
               for name in pipelines}
     _check_settings(pipelines, counts, runs)
-    progress = Console(stderr=True) if as_json else console
-    root, remove_root = _data_folder(data_dir)
-    if profile_dir is not None:
-        os.makedirs(profile_dir, exist_ok=True)
-        profile_dir = os.path.abspath(profile_dir)
-    started = datetime.now(UTC)
-    machine = _machine(root)  # before the runs: the load average says who else was busy
+    session = Session.begin(console, as_json=as_json, data_dir=data_dir,
+                            profile_dir=profile_dir)
     try:
-        progress.print(f"[dim]building {events:,} events (not timed)…[/]")
+        session.progress.print(f"[dim]building {events:,} events (not timed)…[/]")
         built = build_events(events)
-        results = _run_all(pipelines, built, counts, runs, root, profile_dir, progress)
+        results = _run_all(pipelines, built, counts, runs, session.root, session.profile_dir,
+                           session.progress)
     finally:
-        if remove_root:
-            shutil.rmtree(root, ignore_errors=True)
+        session.close()
     if counts.get("faust", events) < events:
         results.notes.append(
             f"faust-streaming ran on the first {counts['faust']:,} events only (it manages a "
             f"few thousand events/s); its rate is over what it processed (--faust-events)")
-    if profile_dir is not None:
-        results.notes.append(f"profiled with cProfile (slower than usual): {profile_dir}")
-    measurements = [m.summary() for m in results.measurements.values()]
-    report = {
-        "benchmark": "streamer bench pipeline",
-        "date": started.isoformat(timespec="seconds"),
-        "units": {"events_per_s": "input events per second, start → every output visible"},
-        "machine": machine,
-        "source": _source(),
-        "settings": _settings(pipelines, events, counts, runs, root, remove_root),
-        "measurements": measurements,
-        "ratios": _ratios(results),
-        "failures": sum(len(m["failures"]) for m in measurements),
-        "notes": results.notes,
-    }
-    if as_json:
-        console.print_json(json.dumps(report))
-    else:
-        _print_table(console, report)
+    report: dict[str, Any] = session.report(
+        "streamer bench pipeline",
+        {"events_per_s": "input events per second, start → every output visible"},
+        _settings(pipelines, events, counts, runs, session.root, session.remove_root),
+        [m.summary() for m in results.measurements.values()], _ratios(results), results.notes)
+    show_report(console, report, as_json=as_json, print_table=_print_table)
     return report
 
 
@@ -409,16 +227,6 @@ def parse_pipelines(only: str | None) -> list[str]:
     if unknown or not names:
         raise SystemExit(f"--only takes a list of {', '.join(PIPELINES)}; not {unknown}")
     return [name for name in PIPELINES if name in names]
-
-
-def importable(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
-    if module in sys.modules:  # faust, once imported, leaves its __spec__ None
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ValueError:
-        return True
 
 
 def _check_settings(pipelines: Sequence[str], counts: dict[str, int], runs: int) -> None:
@@ -441,12 +249,8 @@ def _settings(
     pipelines: Sequence[str], events: int, counts: dict[str, int], runs: int, root: str,
     remove_root: bool,
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str] = {}
-    for package in ("quixstreams", "faust-streaming", "aiokafka", "confluent-kafka", "orjson"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
+    versions = package_versions(
+        ("quixstreams", "faust-streaming", "aiokafka", "confluent-kafka", "orjson"))
     return {
         "pipelines": list(pipelines),
         "events": events,
@@ -473,7 +277,7 @@ def _ratios(results: Results) -> list[dict[str, Any]]:
         ratios.append({
             "pipeline": name,
             "over": REFERENCE,
-            "ratio": None if not ours or not theirs else round(ours / theirs, 3),
+            "ratio": ratio_of(ours, theirs),
             "goal": GOALS.get(name),
         })
     return ratios
@@ -483,14 +287,10 @@ def _ratios(results: Results) -> list[dict[str, Any]]:
 
 
 def _print_table(console: Console, report: dict[str, Any]) -> None:
-    table = Table(
-        title="streamer bench pipeline: input events/s, start → every output visible",
-        title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False,
-    )
-    for name in ("pipeline", "events", "events/s", "min–max", "1st s", "app s", "brk s", "runs",
-                 "÷ quix", "goal"):
-        justify: JustifyMethod = "left" if name == "pipeline" else "right"
-        table.add_column(name, justify=justify, no_wrap=True)
+    table = report_table(
+        "streamer bench pipeline: input events/s, start → every output visible",
+        ("pipeline", "events", "events/s", "min–max", "1st s", "app s", "brk s", "runs",
+         "÷ quix", "goal"), left=1)
     ratios = {r["pipeline"]: r for r in report["ratios"]}
     for m in report["measurements"]:
         table.add_row(*_row(m, ratios.get(m["pipeline"])))
@@ -499,35 +299,16 @@ def _print_table(console: Console, report: dict[str, Any]) -> None:
 
 
 def _row(m: dict[str, Any], ratio: dict[str, Any] | None) -> list[str]:
-    runs = m["runs"] + len(m["failures"])
-    first = [m["pipeline"], _short(m["events"]), f"{m['events_per_s_median'] or 0:,}"]
-    runs_text = f"[red]{m['runs']}/{runs}[/]" if m["failures"] else f"{runs}"
+    first = [m["pipeline"], short(m["events"]), f"{m['events_per_s_median'] or 0:,}"]
     if m["events_per_s_median"] is None:
-        return [m["pipeline"], _short(m["events"]), "n/a", "", "", "", "", runs_text, "", ""]
-    ratio_text = goal_text = ""
-    if ratio is not None and ratio["ratio"] is not None:
-        goal = ratio["goal"]
-        colour = "dim" if goal is None else "green" if ratio["ratio"] >= goal else "red"
-        ratio_text = f"[{colour}]{ratio['ratio']:.2f}×[/]"
-        goal_text = "" if goal is None else f"≥{goal:g}×"
+        return [m["pipeline"], short(m["events"]), "n/a", "", "", "", "", runs_text(m), "", ""]
     low, high = m["events_per_s_min"], m["events_per_s_max"]
     return [
-        *first, f"{_short(low).removesuffix('k')}–{_short(high)}" if high >= 1e3 else
-        f"{low}–{high}", _median_text(m["first_output_seconds"]),
-        _median_text(m["app_cpu_seconds"]), _median_text(m["broker_cpu_seconds"]), runs_text,
-        ratio_text, goal_text,
+        *first, f"{short(low).removesuffix('k')}–{short(high)}" if high >= 1e3 else
+        f"{low}–{high}", median_text(m["first_output_seconds"]),
+        median_text(m["app_cpu_seconds"]), median_text(m["broker_cpu_seconds"]), runs_text(m),
+        *ratio_texts(ratio),
     ]
-
-
-def _median_text(values: list[float | None]) -> str:
-    known = [v for v in values if v is not None]
-    return f"{statistics.median(known):.2f}" if known else "–"
-
-
-def _short(count: float) -> str:
-    if count >= 1e6:
-        return f"{count / 1e6:.2f}M"
-    return f"{count / 1e3:.1f}k" if count < 1e4 else f"{count / 1e3:.0f}k"
 
 
 def _print_caption(console: Console, report: dict[str, Any]) -> None:
@@ -559,8 +340,4 @@ def _print_caption(console: Console, report: dict[str, Any]) -> None:
             f"{statistics.median(seconds):.2f} s: {m['events'] / statistics.median(seconds):,.0f}"
             " events/s on that clock.[/]", highlight=False,
         )
-    for note in report["notes"]:
-        console.print(f"[yellow]note: {note}[/]", highlight=False)
-    for m in report["measurements"]:
-        for failure in m["failures"]:
-            console.print(f"[red]{m['pipeline']}: {failure}[/]", highlight=False)
+    print_notes_and_failures(console, report, lambda m: str(m["pipeline"]))

@@ -1,6 +1,6 @@
 """The pipelines that ``streamer bench pipeline`` runs, one per child process::
 
-    python -m streamer.cli.bench_pipeline_apps '{"pipeline": "quixstreams", ...}'
+    python -m streamer.cli.bench_pipeline_apps '{"framework": "quixstreams", ...}'
 
 Each decodes the JSON page views of the input topic, keeps the ones with ``duration_ms ≥
 threshold_ms`` (:func:`keep`), reshapes them (:func:`reshape`) and sends them, keyed by user,
@@ -28,15 +28,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from streamer import App
 
 __all__ = [
-    "MARK", "PIPELINES", "ChildSettings", "keep", "main", "reshape", "streamer_app",
+    "MARK", "PIPELINES", "ChildSettings", "JsonSettings", "keep", "main", "reshape",
+    "run_child", "run_quix", "run_until_stopped", "streamer_app", "tell",
 ]
 
 MARK = "streamer-bench "
@@ -47,9 +48,23 @@ APP_ID = "bench-pipeline"
 THRESHOLD_MS = 1000  # what keep() sets apart; the events' durations are 0–1999 ms
 
 
+class JsonSettings:
+    """A child's settings, a slotted dataclass: JSON on its command line."""
+
+    __slots__ = ()
+
+    def to_json(self) -> str:
+        names: tuple[str, ...] = self.__slots__  # the dataclass's fields
+        return json.dumps({name: getattr(self, name) for name in names})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls(**json.loads(text))
+
+
 @dataclass(frozen=True, slots=True)
-class ChildSettings:
-    pipeline: str
+class ChildSettings(JsonSettings):
+    framework: str  # one of PIPELINES
     bootstrap: str  # host:port of `streamer broker`, or the log folder for streamer-embedded
     input_topic: str
     output_topic: str
@@ -57,13 +72,6 @@ class ChildSettings:
     expected: int  # outputs a run must produce
     state_dir: str  # quixstreams' and faust's own folders
     profile_path: str | None  # write a cProfile of the run there
-
-    def to_json(self) -> str:
-        return json.dumps({name: getattr(self, name) for name in self.__slots__})
-
-    @classmethod
-    def from_json(cls, text: str) -> ChildSettings:
-        return cls(**json.loads(text))
 
 
 def keep(view: dict[str, Any]) -> bool:
@@ -102,21 +110,40 @@ def streamer_app(broker: str, settings: ChildSettings) -> App:
 
 
 def run_streamer(settings: ChildSettings) -> None:
+    embedded = settings.framework == "streamer-embedded"
+    app = streamer_app(streamer_broker(settings), settings)
+    preload()
+    run_until_stopped(app, settings, (lambda stop: _watch_embedded(app, settings, stop))
+                      if embedded else None)
+
+
+def streamer_broker(settings: Any) -> str:
+    """The app's ``broker``: the log folder for streamer-embedded, else kafka://HOST:PORT."""
+    embedded = settings.framework == "streamer-embedded"
+    return str(settings.bootstrap if embedded else f"kafka://{settings.bootstrap}")
+
+
+def preload(*modules: str) -> None:
+    """App.run imports these on first use (~0.5 s): before the clock, as for the peers."""
     import importlib
 
-    embedded = settings.pipeline == "streamer-embedded"
-    broker = settings.bootstrap if embedded else f"kafka://{settings.bootstrap}"
-    app = streamer_app(broker, settings)
-    # App.run imports these on first use (~0.5 s): before the clock, as for the peers
-    for module in ("streamer.worker", "streamer.transport.embedded", "streamer.transport.kafka"):
+    for module in ("streamer.worker", "streamer.transport.embedded", "streamer.transport.kafka",
+                   *modules):
         importlib.import_module(module)
+
+
+def run_until_stopped(
+    app: App, settings: Any, watch: Callable[[asyncio.Event], Awaitable[None]] | None,
+) -> None:
+    """Say ``start`` and run ``app`` until SIGTERM or SIGINT, or until ``watch(stop)``
+    (in a task beside it) sets ``stop``."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        watcher = asyncio.ensure_future(_watch_embedded(app, settings, stop)) if embedded else None
+        watcher = None if watch is None else asyncio.ensure_future(watch(stop))
         tell(start=time.monotonic())
         try:
             await app.run(stop=stop)
@@ -164,18 +191,22 @@ async def _watch_embedded(app: App, settings: ChildSettings, stop: asyncio.Event
 
 
 def run_quixstreams(settings: ChildSettings) -> None:
+    run_quix(settings, APP_ID, settings.input_topic, lambda sdf: sdf.filter(keep).apply(reshape))
+
+
+def run_quix(settings: Any, app_id: str, input_topic: str, build: Callable[[Any], Any]) -> None:
+    """A quixstreams app, group ``app_id``, from ``input_topic`` (JSON) through
+    ``build(dataframe)`` to the output topic; says ``start`` and runs until SIGTERM."""
     from quixstreams import Application
 
     app = Application(
-        broker_address=settings.bootstrap, consumer_group=APP_ID,
+        broker_address=settings.bootstrap, consumer_group=app_id,
         auto_offset_reset="earliest", state_dir=os.path.join(settings.state_dir, "quix"),
         loglevel="WARNING",
     )
-    views = app.topic(settings.input_topic, value_deserializer="json")
-    kept = app.topic(settings.output_topic, value_serializer="json")
-    sdf = app.dataframe(views)
-    sdf = sdf.filter(keep).apply(reshape)
-    sdf.to_topic(kept)  # keyed like the input event: by user
+    views = app.topic(input_topic, value_deserializer="json")
+    out = app.topic(settings.output_topic, value_serializer="json")
+    build(app.dataframe(views)).to_topic(out)  # keyed like the input event: by user
     tell(start=time.monotonic())
     _profiled(settings, app.run)  # stops on SIGTERM
 
@@ -209,7 +240,7 @@ def run_faust(settings: ChildSettings) -> None:
 # -- the child -----------------------------------------------------------------------------
 
 
-def _profiled(settings: ChildSettings, body: Callable[[], object]) -> None:
+def _profiled(settings: Any, body: Callable[[], object]) -> None:
     if settings.profile_path is None:
         body()
         return
@@ -229,10 +260,18 @@ RUNNERS: dict[str, Callable[[ChildSettings], None]] = {
 
 
 def main(argv: list[str]) -> None:
+    run_child(argv, "streamer.cli.bench_pipeline_apps", ChildSettings, RUNNERS)
+
+
+def run_child(
+    argv: list[str], module: str, settings_type: type[JsonSettings],
+    runners: dict[str, Callable[[Any], None]],
+) -> None:
+    """``python -m module SETTINGS_JSON``: run the settings' framework, then say ``stopped``."""
     if len(argv) != 1:
-        raise SystemExit("usage: python -m streamer.cli.bench_pipeline_apps SETTINGS_JSON")
-    settings = ChildSettings.from_json(argv[0])
-    RUNNERS[settings.pipeline](settings)
+        raise SystemExit(f"usage: python -m {module} SETTINGS_JSON")
+    settings: Any = settings_type.from_json(argv[0])
+    runners[settings.framework](settings)
     tell(stopped=time.monotonic())
 
 

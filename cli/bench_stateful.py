@@ -40,37 +40,16 @@ streamer-embedded ≥ 3×, streamer-kafka ≥ 1.5× on count and window; recover
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
-from rich import box
-from rich.console import Console, JustifyMethod
-from rich.table import Table
-from streamer.cli.bench import _data_folder, _machine, _source
-from streamer.cli.bench_pipeline import (
-    STALL_S_MAX,
-    START_S_MAX,
-    WATCH_INTERVAL_S,
-    Child,
-    _difference,
-    _kafka_error,
-    _median_text,
-    _short,
-    importable,
-)
+from rich.console import Console
+from streamer.cli import bench_harness as harness
 from streamer.cli.bench_stateful_apps import FRAMEWORKS, WORKLOADS, ChildSettings, output_topic
 from streamer.cli.bench_stateful_events import (
     EVENT_TIME_SPAN_MS,
@@ -83,70 +62,20 @@ from streamer.cli.bench_stateful_events import (
     build_events,
     check_counts,
     check_windows,
-    end_offsets,
     load_broker,
     load_changelog_broker,
     load_changelog_log,
     load_log,
     read_topic,
 )
-from streamer.cli.broker_process import (
-    BrokerDidNotStart,
-    RunningBroker,
-    start_broker,
-    stop_broker,
-)
+from streamer.cli.broker_process import RunningBroker
 
 __all__ = ["parse_only", "run_stateful_benchmark"]
 
 GOALS = {"streamer-embedded": 3.0, "streamer-kafka": 1.5}  # × quixstreams, count and window
 RECOVERY_GOAL_KEYS_S = 300_000
 REFERENCE = "quixstreams"
-RUN_S_MAX = 3600.0
 CHECK_S_MAX = 300.0  # recovery: the app reading its whole table back, after the clock
-
-
-class StatefulChild(Child):  # type: ignore[misc]  # mypy sees streamer.cli as Any
-    """:class:`~streamer.cli.bench_pipeline.Child`, running a stateful app instead."""
-
-    def __init__(self, settings: ChildSettings, log_path: str) -> None:
-        self.log_path = log_path
-        self.said: dict[str, Any] = {}
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli.bench_stateful_apps", settings.to_json()],
-                cwd=settings.state_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,),
-                                        daemon=True)
-        self._reader.start()
-
-
-def watch_broker(bootstrap: str, topic: str, expected: int, child: Child) -> tuple[float, float]:
-    """Poll ``topic``'s end offsets until they hold ``expected`` records; returns the
-    monotonic times of the first output and the last."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    first_at: float | None = None
-    last, progress_at = 0, time.monotonic()
-    while True:
-        outputs = end_offsets(admin, topic)
-        now = time.monotonic()
-        if outputs != last:
-            last, progress_at = outputs, now
-            first_at = first_at or now
-        if outputs >= expected:
-            assert first_at is not None
-            return first_at, now
-        if now - progress_at > STALL_S_MAX:
-            raise RunFailed(f"{outputs} of {expected} outputs, none new in {STALL_S_MAX:.0f} s"
-                            f"{child.tail()}")
-        child.check_alive()
-        time.sleep(WATCH_INTERVAL_S)
 
 
 # -- the runs ------------------------------------------------------------------------------
@@ -163,49 +92,17 @@ class Sample:
 
 
 @dataclass(slots=True)
-class Measurement:
-    workload: str
+class Measurement(harness.Runs):  # type: ignore[misc]  # mypy sees streamer.cli as Any
+    workload: str  # items: its input events; for recovery, the table's keys
     framework: str
-    items: int  # input events; for recovery, the table's keys
-    outputs: int
-    samples: list[Sample] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
 
     @property
     def unit(self) -> str:
         return "keys/s" if self.workload == "recovery" else "events/s"
 
-    def rates(self) -> list[float]:
-        return [self.items / s.seconds for s in self.samples]
-
-    def median_rate(self) -> float | None:
-        rates = self.rates()
-        return statistics.median(rates) if rates else None
-
     def summary(self) -> dict[str, Any]:
-        rates, median = self.rates(), self.median_rate()
-
-        def rounded(values: Sequence[float | None], digits: int = 3) -> list[float | None]:
-            return [None if v is None else round(v, digits) for v in values]
-
-        return {
-            "workload": self.workload,
-            "framework": self.framework,
-            "unit": self.unit,
-            "items": self.items,
-            "outputs": self.outputs,
-            "runs": len(self.samples),
-            "per_s_median": None if median is None else round(median),
-            "per_s_min": round(min(rates)) if rates else None,
-            "per_s_max": round(max(rates)) if rates else None,
-            "seconds": rounded([s.seconds for s in self.samples], 4),
-            "first_output_seconds": rounded([s.first_output_s for s in self.samples], 4),
-            "durable_seconds": rounded([s.durable_s for s in self.samples], 4),
-            "restore_seconds": rounded([s.restore_s for s in self.samples], 4),
-            "app_cpu_seconds": rounded([s.app_cpu_seconds for s in self.samples]),
-            "broker_cpu_seconds": rounded([s.broker_cpu_seconds for s in self.samples]),
-            "failures": self.failures,
-        }
+        return {"workload": self.workload, "framework": self.framework, "unit": self.unit,
+                "items": self.items, "outputs": self.outputs, **self.figures("per_s", Sample)}
 
 
 @dataclass(slots=True)
@@ -234,7 +131,7 @@ def _run_all(
             items = inputs.event_count
             outputs = (items if workload == "count"
                        else len(inputs.events.closed_windows(items)))
-        measurements[(workload, framework)] = Measurement(workload, framework, items, outputs)
+        measurements[(workload, framework)] = Measurement(items, outputs, workload, framework)
     for run in range(1, runs + 1):
         for m in measurements.values():  # they take turns, so drift spreads over all
             _run_one(m, inputs, run, root, profile_dir, notes, progress)
@@ -249,37 +146,28 @@ def _run_one(
     label = f"run {run}: {m.workload}, {m.framework}, {m.items:,} " + (
         "keys" if m.workload == "recovery" else "events")
     topic = output_topic(m.workload)
-    broker: RunningBroker | None = None
-    try:
-        if m.framework == "streamer-embedded":
-            data = bootstrap = os.path.join(folder, "log")
-            _load(m.workload, inputs, data, into_broker=False)
-        else:
-            data = os.path.join(folder, "broker-data")
-            broker = start_broker("streamer", data, os.path.join(folder, "broker.log"))
-            bootstrap = broker.bootstrap
-            _load(m.workload, inputs, bootstrap, into_broker=True)
-        profile = None if profile_dir is None else os.path.join(
-            profile_dir, f"{m.workload}-{m.framework}-run{run}.prof")
+    profile = None if profile_dir is None else os.path.join(
+        profile_dir, f"{m.workload}-{m.framework}-run{run}.prof")
+
+    def measure(bootstrap: str, broker: RunningBroker | None) -> Sample:
         settings = ChildSettings(m.framework, m.workload, bootstrap, topic, PARTITIONS,
                                  m.outputs, folder, profile)
-        sample = _measure(settings, broker, os.path.join(folder, f"{m.framework}.log"), notes,
-                          label)
-        if broker is not None and not stop_broker(broker):
-            notes.append(f"{label}: streamer broker needed SIGKILL")
+        return _measure(settings, broker, os.path.join(folder, f"{m.framework}.log"), notes,
+                        label)
+
+    def check(data: str) -> None:
         if m.workload == "count":
             check_counts(read_topic(data, topic), inputs.events.counts(m.items))
         elif m.workload == "window":
             check_windows(read_topic(data, topic), inputs.events.closed_windows(m.items))
-        m.samples.append(sample)
-        progress.print(f"[dim]{label}: {_describe(m, sample)}[/]", highlight=False)
-    except (RunFailed, BrokerDidNotStart, _kafka_error()) as failure:
-        m.failures.append(f"run {run}: {failure}")
-        progress.print(f"[red]{label}: failed: {failure}[/]", highlight=False)
-    finally:
-        if broker is not None:
-            stop_broker(broker)
-        shutil.rmtree(folder, ignore_errors=True)
+
+    harness.run_on_fresh_log(
+        m, run, label, folder, embedded=m.framework == "streamer-embedded",
+        load=lambda bootstrap, into_broker: _load(m.workload, inputs, bootstrap,
+                                                  into_broker=into_broker),
+        measure=measure, check=check, describe=lambda sample: _describe(m, sample),
+        notes=notes, progress=progress,
+    )
 
 
 def _load(workload: str, inputs: Inputs, destination: str, *, into_broker: bool) -> None:
@@ -302,37 +190,37 @@ def _measure(
     settings: ChildSettings, broker: RunningBroker | None, log_path: str, notes: list[str],
     label: str,
 ) -> Sample:
-    child = StatefulChild(settings, log_path)
+    child = harness.Child(settings, log_path, "streamer.cli.bench_stateful_apps")
     first: float | None = None
     durable: float | None = None
     restore: float | None = None
     try:
-        start = child.wait_for("start", START_S_MAX)
+        start = child.wait_for("start", harness.START_S_MAX)
         cpu_start = child.cpu_seconds()
         broker_start = None if broker is None else broker.cpu_seconds()
         if settings.workload == "recovery" or broker is None:  # the app watches itself
-            done = child.wait_for("done", RUN_S_MAX)
+            done = child.wait_for("done", harness.RUN_S_MAX)
         else:
-            first, done = watch_broker(broker.bootstrap, settings.output_topic,
-                                       settings.expected, child)
+            first, done = harness.watch_broker(broker.bootstrap, settings.output_topic,
+                                               settings.expected, child)
         cpu_done = child.cpu_seconds()
         broker_done = None if broker is None else broker.cpu_seconds()
         if settings.workload == "recovery":
             restore = _check_recovery(child, settings.expected)
         elif broker is None:
-            first = child.wait_for("first", START_S_MAX)  # said before "done"
-            durable = child.wait_for("durable", STALL_S_MAX) - start
+            first = child.wait_for("first", harness.START_S_MAX)  # said before "done"
+            durable = child.wait_for("durable", harness.STALL_S_MAX) - start
     finally:
         stopping = "durable" in child.said or "checked" in child.said
         if not child.stop(exiting=stopping):
             notes.append(f"{label}: the app needed SIGKILL to stop")
     return Sample(
         done - start, None if first is None else first - start, durable, restore,
-        _difference(cpu_start, cpu_done), _difference(broker_start, broker_done),
+        harness.difference(cpu_start, cpu_done), harness.difference(broker_start, broker_done),
     )
 
 
-def _check_recovery(child: Child, keys: int) -> float | None:
+def _check_recovery(child: harness.Child, keys: int) -> float | None:
     """The app's own check of its table; returns the worker's restore seconds."""
     recovered = child.said["recovered"]
     if recovered != keys:
@@ -378,47 +266,29 @@ def run_stateful_benchmark(
     as_json = json_path == "-"
     plan = _plan(workloads, frameworks)
     _check_settings(plan, events, keys, recovery_keys, runs)
-    progress = Console(stderr=True) if as_json else console
-    root, remove_root = _data_folder(data_dir)
-    if profile_dir is not None:
-        os.makedirs(profile_dir, exist_ok=True)
-        profile_dir = os.path.abspath(profile_dir)
-    started = datetime.now(UTC)
-    machine = _machine(root)  # before the runs: the load average says who else was busy
+    session = harness.Session.begin(console, as_json=as_json, data_dir=data_dir,
+                                    profile_dir=profile_dir)
     notes: list[str] = []
     try:
         needs_changelog = any(w == "recovery" for w, _ in plan)
-        progress.print(f"[dim]building {events:,} events" + (
+        session.progress.print(f"[dim]building {events:,} events" + (
             f" and a changelog of {recovery_keys:,} keys" if needs_changelog else "")
             + " (not timed)…[/]")
         inputs = Inputs(build_events(events, keys), events,
                         build_changelog(recovery_keys) if needs_changelog else None,
                         recovery_keys)
-        measurements = _run_all(plan, inputs, runs, root, profile_dir, notes, progress)
+        measurements = _run_all(plan, inputs, runs, session.root, session.profile_dir, notes,
+                                session.progress)
     finally:
-        if remove_root:
-            shutil.rmtree(root, ignore_errors=True)
-    if profile_dir is not None:
-        notes.append(f"profiled with cProfile (slower than usual): {profile_dir}")
-    summaries = [m.summary() for m in measurements.values()]
-    report = {
-        "benchmark": "streamer bench stateful",
-        "date": started.isoformat(timespec="seconds"),
-        "units": {"events_per_s": "input events per second, start → every output visible",
-                  "keys_per_s": "table keys per second, start → every partition restored"},
-        "machine": machine,
-        "source": _source(),
-        "settings": _settings(workloads, frameworks, events, keys, recovery_keys, runs, root,
-                              remove_root),
-        "measurements": summaries,
-        "ratios": _ratios(measurements),
-        "failures": sum(len(m["failures"]) for m in summaries),
-        "notes": notes,
-    }
-    if as_json:
-        console.print_json(json.dumps(report))
-    else:
-        _print_table(console, report)
+        session.close()
+    report: dict[str, Any] = session.report(
+        "streamer bench stateful",
+        {"events_per_s": "input events per second, start → every output visible",
+         "keys_per_s": "table keys per second, start → every partition restored"},
+        _settings(workloads, frameworks, events, keys, recovery_keys, runs, session.root,
+                  session.remove_root),
+        [m.summary() for m in measurements.values()], _ratios(measurements), notes)
+    harness.show_report(console, report, as_json=as_json, print_table=_print_table)
     if json_path is not None and not as_json:
         with open(json_path, "w") as file:
             json.dump(report, file, indent=2)
@@ -453,7 +323,7 @@ def _check_settings(
         needed["confluent_kafka"] = "confluent-kafka"
     if any(framework == "quixstreams" for _, framework in plan):
         needed["quixstreams"] = "quixstreams"
-    missing = [package for module, package in needed.items() if not importable(module)]
+    missing = [package for module, package in needed.items() if not harness.importable(module)]
     if missing:
         raise SystemExit(f"the stateful benchmark needs {', '.join(missing)}: "
                          "pip install streamer[bench]")
@@ -463,12 +333,8 @@ def _settings(
     workloads: Sequence[str], frameworks: Sequence[str], events: int, keys: int,
     recovery_keys: int, runs: int, root: str, remove_root: bool,
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str] = {}
-    for package in ("quixstreams", "confluent-kafka", "rocksdict", "aiokafka", "orjson"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
+    versions = harness.package_versions(
+        ("quixstreams", "confluent-kafka", "rocksdict", "aiokafka", "orjson"))
     return {
         "workloads": list(workloads),
         "frameworks": list(frameworks),
@@ -504,7 +370,7 @@ def _ratios(measurements: dict[tuple[str, str], Measurement]) -> list[dict[str, 
         ours, theirs = m.median_rate(), reference.median_rate()
         ratios.append({
             "workload": workload, "framework": framework, "over": REFERENCE,
-            "ratio": None if not ours or not theirs else round(ours / theirs, 3),
+            "ratio": harness.ratio_of(ours, theirs),
             "goal": GOALS.get(framework),
         })
     return ratios
@@ -514,14 +380,10 @@ def _ratios(measurements: dict[tuple[str, str], Measurement]) -> list[dict[str, 
 
 
 def _print_table(console: Console, report: dict[str, Any]) -> None:
-    table = Table(
-        title="streamer bench stateful: input events/s (recovery: keys/s), start → done",
-        title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False,
-    )
-    for name in ("workload", "framework", "per s", "min–max", "app s", "brk s", "runs",
-                 "ratio", "goal"):
-        justify: JustifyMethod = "left" if name in ("workload", "framework") else "right"
-        table.add_column(name, justify=justify, no_wrap=True)
+    table = harness.report_table(
+        "streamer bench stateful: input events/s (recovery: keys/s), start → done",
+        ("workload", "framework", "per s", "min–max", "app s", "brk s", "runs", "ratio", "goal"),
+        left=2)
     ratios = {(r["workload"], r["framework"]): r for r in report["ratios"]}
     for m in report["measurements"]:
         table.add_row(*_row(m, ratios.get((m["workload"], m["framework"]))))
@@ -530,26 +392,17 @@ def _print_table(console: Console, report: dict[str, Any]) -> None:
 
 
 def _row(m: dict[str, Any], ratio: dict[str, Any] | None) -> list[str]:
-    runs = m["runs"] + len(m["failures"])
-    runs_text = f"[red]{m['runs']}/{runs}[/]" if m["failures"] else f"{runs}"
     first = [m["workload"], m["framework"]]
     if m["per_s_median"] is None:
-        return [*first, "n/a", "", "", "", runs_text, "", ""]
-    ratio_text = goal_text = ""
-    if ratio is not None and ratio["ratio"] is not None:
-        goal = ratio["goal"]
-        colour = "dim" if goal is None else "green" if ratio["ratio"] >= goal else "red"
-        ratio_text = f"[{colour}]{ratio['ratio']:.2f}×[/]"
-        if ratio["over"] == "goal":
-            goal_text = f"≥{_short(ratio['goal_keys_per_s'])}/s"
-        else:
-            goal_text = "" if goal is None else f"≥{goal:g}×"
+        return [*first, "n/a", "", "", "", harness.runs_text(m), "", ""]
+    ratio_text, goal_text = harness.ratio_texts(ratio)
+    if ratio_text and ratio is not None and ratio["over"] == "goal":
+        goal_text = f"≥{harness.short(ratio['goal_keys_per_s'])}/s"
     low, high = m["per_s_min"], m["per_s_max"]
     return [
-        *first, f"{m['per_s_median']:,}",
-        _range(low, high),
-        _median_text(m["app_cpu_seconds"]), _median_text(m["broker_cpu_seconds"]), runs_text,
-        ratio_text, goal_text,
+        *first, f"{m['per_s_median']:,}", _range(low, high),
+        harness.median_text(m["app_cpu_seconds"]), harness.median_text(m["broker_cpu_seconds"]),
+        harness.runs_text(m), ratio_text, goal_text,
     ]
 
 
@@ -557,7 +410,7 @@ def _range(low: int, high: int) -> str:
     """``38–41k``, ``0.95–1.20M``: the unit once, when both ends share it."""
     if high < 1e3:
         return f"{low}–{high}"
-    low_text, high_text = _short(low), _short(high)
+    low_text, high_text = harness.short(low), harness.short(high)
     if low_text[-1] == high_text[-1]:
         low_text = low_text[:-1]
     return f"{low_text}–{high_text}"
@@ -603,9 +456,5 @@ def _print_caption(console: Console, report: dict[str, Any]) -> None:
                 f"line, start-up excluded) took a median {statistics.median(restore):.2f} s: "
                 f"{m['items'] / statistics.median(restore):,.0f} keys/s.[/]", highlight=False,
             )
-    for note in report["notes"]:
-        console.print(f"[yellow]note: {note}[/]", highlight=False)
-    for m in report["measurements"]:
-        for failure in m["failures"]:
-            console.print(f"[red]{m['workload']}, {m['framework']}: {failure}[/]",
-                          highlight=False)
+    harness.print_notes_and_failures(console, report,
+                                     lambda m: f"{m['workload']}, {m['framework']}")

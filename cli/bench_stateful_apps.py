@@ -37,10 +37,8 @@ open its log while it runs) and stops itself once every output is durable.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +46,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from streamer.cli.bench_pipeline_apps import _profiled, _watch_embedded, tell
+from streamer.cli.bench_pipeline_apps import (
+    JsonSettings,
+    _watch_embedded,
+    preload,
+    run_child,
+    run_quix,
+    run_until_stopped,
+    streamer_broker,
+    tell,
+)
 from streamer.cli.bench_stateful_events import (
     APP_ID,
     COUNTS_TOPIC,
@@ -74,7 +81,7 @@ STALL_S_MAX = 120.0  # recovery: no partition restored for this long and it give
 
 
 @dataclass(frozen=True, slots=True)
-class ChildSettings:
+class ChildSettings(JsonSettings):  # type: ignore[misc]  # mypy sees streamer.cli as Any
     framework: str
     workload: str
     bootstrap: str  # host:port of `streamer broker`, or the log folder for streamer-embedded
@@ -83,13 +90,6 @@ class ChildSettings:
     expected: int  # outputs a run must produce; for recovery, the table's keys
     state_dir: str  # the run's folder: state stores go under it
     profile_path: str | None  # write a cProfile of the run there
-
-    def to_json(self) -> str:
-        return json.dumps({name: getattr(self, name) for name in self.__slots__})
-
-    @classmethod
-    def from_json(cls, text: str) -> ChildSettings:
-        return cls(**json.loads(text))
 
 
 def output_topic(workload: str) -> str:
@@ -144,36 +144,19 @@ def streamer_app(broker: str, settings: ChildSettings) -> tuple[App, Table | Non
 
 
 def run_streamer(settings: ChildSettings) -> None:
-    import importlib
-
-    embedded = settings.framework == "streamer-embedded"
-    broker = settings.bootstrap if embedded else f"kafka://{settings.bootstrap}"
-    app, counts = streamer_app(broker, settings)
-    # App.run imports these on first use (~0.5 s): before the clock, as for the peers
-    for module in ("streamer.worker", "streamer.transport.embedded", "streamer.transport.kafka",
-                   "streamer.changelogs", "streamer.state"):
-        importlib.import_module(module)
+    app, counts = streamer_app(streamer_broker(settings), settings)
+    preload("streamer.changelogs", "streamer.state")
     restored = _RestoreLog() if settings.workload == "recovery" else None
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        watcher = None
-        if restored is not None:
+    async def watch(stop: asyncio.Event) -> None:
+        if restored is None:
+            await _watch_embedded(app, settings, stop)
+        else:
             assert counts is not None
-            watcher = asyncio.ensure_future(_watch_recovery(counts, settings, restored, stop))
-        elif embedded:
-            watcher = asyncio.ensure_future(_watch_embedded(app, settings, stop))
-        tell(start=time.monotonic())
-        try:
-            await app.run(stop=stop)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+            await _watch_recovery(counts, settings, restored, stop)
 
-    _profiled(settings, lambda: asyncio.run(main()))
+    watches = restored is not None or settings.framework == "streamer-embedded"
+    run_until_stopped(app, settings, watch if watches else None)
 
 
 class _RestoreLog(logging.Handler):
@@ -245,25 +228,14 @@ def quix_count(view: dict[str, Any], state: Any) -> dict[str, Any]:
 
 
 def run_quixstreams(settings: ChildSettings) -> None:
-    from quixstreams import Application
+    def build(sdf: Any) -> Any:
+        if settings.workload == "window":
+            # partition: windows close on the partition's largest event time, as streamer's do
+            return sdf.tumbling_window(timedelta(milliseconds=WINDOW_MS), name=WINDOW_NAME) \
+                .count().final(closing_strategy="partition")
+        return sdf.apply(quix_count, stateful=True)
 
-    app = Application(
-        broker_address=settings.bootstrap, consumer_group=APP_ID,
-        auto_offset_reset="earliest", state_dir=os.path.join(settings.state_dir, "quix"),
-        loglevel="WARNING",
-    )
-    views = app.topic(INPUT_TOPIC, value_deserializer="json")
-    out = app.topic(settings.output_topic, value_serializer="json")
-    sdf = app.dataframe(views)
-    if settings.workload == "window":
-        # partition: windows close on the partition's largest event time, as streamer's do
-        sdf = sdf.tumbling_window(timedelta(milliseconds=WINDOW_MS), name=WINDOW_NAME).count() \
-            .final(closing_strategy="partition")
-    else:
-        sdf = sdf.apply(quix_count, stateful=True)
-    sdf.to_topic(out)  # keyed like the input event: by user
-    tell(start=time.monotonic())
-    _profiled(settings, app.run)  # stops on SIGTERM
+    run_quix(settings, APP_ID, INPUT_TOPIC, build)
 
 
 # -- the child -----------------------------------------------------------------------------
@@ -277,11 +249,7 @@ RUNNERS: dict[str, Callable[[ChildSettings], None]] = {
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m streamer.cli.bench_stateful_apps SETTINGS_JSON")
-    settings = ChildSettings.from_json(argv[0])
-    RUNNERS[settings.framework](settings)
-    tell(stopped=time.monotonic())
+    run_child(argv, "streamer.cli.bench_stateful_apps", ChildSettings, RUNNERS)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,24 @@ input makes.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from streamer.cli.bench_pipeline_events import (
+    INPUT_TOPIC,
+    PARTITIONS,
+    SEED,
+    RunFailed,
+    create_topics,
+    end_offsets,
+    opened_log,
+    page_views,
+    produce,
+    read_records,
+    write_partition,
+)
 
 __all__ = [
     "APP_ID", "CHANGELOG_TOPIC", "COUNTS_TOPIC", "EVENT_TIME_SPAN_MS", "INPUT_TOPIC",
@@ -34,24 +46,13 @@ __all__ = [
     "read_topic", "recovered_value",
 ]
 
-PARTITIONS = 4
-SEED = 20_261_126
 APP_ID = "bench"
 TABLE = "counts"
 CHANGELOG_TOPIC = f"{APP_ID}-{TABLE}-changelog"  # streamer's name for the table's changelog
-INPUT_TOPIC = "page-views"
 COUNTS_TOPIC = "user-counts"  # (1): {"user", "count"} per event
 WINDOWS_TOPIC = "user-counts-10s"  # (2): one result per closed window
 WINDOW_MS = 10_000
 EVENT_TIME_SPAN_MS = 1_000_000  # event times rise evenly over 1,000 s: 100 windows
-THRESHOLD_MS = 1000  # the page views' durations are 0–1999 ms, as in `bench pipeline`
-BATCH_BYTES_MAX = 1 << 20  # of the batches written into streamer-embedded's folder
-REQUEST_S_MAX = 30.0
-LOAD_POLL_EVERY = 10_000  # produce() calls between poll(0)s while loading a broker
-
-
-class RunFailed(RuntimeError):
-    """A run lost, duplicated or miscounted outputs, stalled, or its process died."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +87,18 @@ class Events:
 
 
 def build_events(count: int, keys: int, seed: int = SEED) -> Events:
+    """The page views of ``streamer bench pipeline`` (the same ones for the same keys), with
+    event times."""
     import orjson
 
-    from streamer.partitioner import murmur2
-
-    rng = random.Random(seed)
-    users = [f"u{i}" for i in range(keys)]
-    partition_of = [(murmur2(u.encode()) & 0x7FFFFFFF) % PARTITIONS for u in users]
     # An hour ago, on a window boundary: inside any retention, and never in the future.
     now_ms = time.time_ns() // 1_000_000
     first_ms = (now_ms - 3_600_000) // WINDOW_MS * WINDOW_MS
     out = Events([], [], [], [])
-    for n in range(count):
-        user = rng.randrange(keys)
-        view = {"user": users[user], "page": f"/p/{rng.randrange(100)}",
-                "duration_ms": rng.randrange(2 * THRESHOLD_MS), "n": n}
-        out.keys.append(users[user].encode())
+    for n, (_, partition, view) in enumerate(page_views(count, keys, seed)):
+        out.keys.append(view["user"].encode())
         out.values.append(orjson.dumps(view))
-        out.partitions.append(partition_of[user])
+        out.partitions.append(partition)
         out.timestamps_ms.append(first_ms + n * EVENT_TIME_SPAN_MS // count)
     return out
 
@@ -144,11 +139,11 @@ def build_changelog(keys: int) -> Changelog:
 def load_log(folder: str, events: Events, count: int, output_topic: str) -> None:
     """Write the first ``count`` events into a new log in ``folder``, as the embedded
     transport would (one open batch of ≤ 1 MiB per partition), and make the output topic."""
-    with _opened_log(folder) as log:
+    with opened_log(folder) as log:
         log.create_topic(INPUT_TOPIC, PARTITIONS, {})
         log.create_topic(output_topic, PARTITIONS, {})
         for p in range(PARTITIONS):
-            _write_partition(log.partition(INPUT_TOPIC, p), (
+            write_partition(log.partition(INPUT_TOPIC, p), (
                 (events.timestamps_ms[n], events.keys[n], events.values[n])
                 for n in range(count) if events.partitions[n] == p
             ))
@@ -158,36 +153,12 @@ def load_changelog_log(folder: str, changelog: Changelog) -> None:
     """A new log in ``folder`` with the recovery run's changelog (compacted, as streamer
     makes it) and its empty input topic."""
     now_ms = time.time_ns() // 1_000_000
-    with _opened_log(folder) as log:
+    with opened_log(folder) as log:
         log.create_topic(INPUT_TOPIC, PARTITIONS, {})
         log.create_topic(CHANGELOG_TOPIC, PARTITIONS, {"cleanup.policy": "compact"})
         for p, records in enumerate(changelog):
-            _write_partition(log.partition(CHANGELOG_TOPIC, p),
+            write_partition(log.partition(CHANGELOG_TOPIC, p),
                              ((now_ms, key, value) for key, value in records))
-
-
-def _opened_log(folder: str) -> Any:
-    from streamer.log import Log
-
-    return Log.open(folder)
-
-
-def _write_partition(partition: Any, records: Iterator[tuple[int, bytes, bytes]]) -> None:
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
-
-    def new_batch() -> DefaultRecordBatchBuilder:
-        return DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, BATCH_BYTES_MAX)
-
-    batch, delta = new_batch(), 0
-    for timestamp_ms, key, value in records:
-        if batch.append(delta, timestamp_ms, key, value, []) is None:  # full
-            partition.append(batch.build(), wait_durable=False)
-            batch, delta = new_batch(), 0
-            batch.append(0, timestamp_ms, key, value, [])
-        delta += 1
-    if delta:
-        partition.append(batch.build(), wait_durable=False)
-    partition.flush()
 
 
 # -- loading a broker ----------------------------------------------------------------------
@@ -196,68 +167,16 @@ def _write_partition(partition: Any, records: Iterator[tuple[int, bytes, bytes]]
 def load_broker(bootstrap: str, events: Events, count: int, output_topic: str) -> None:
     """Create the input and output topics and produce the first ``count`` events with
     confluent-kafka, each with its event time as the record's timestamp."""
-    _create_topics(bootstrap, {INPUT_TOPIC: {}, output_topic: {}})
-    _produce(bootstrap, INPUT_TOPIC, count, lambda n: (
+    create_topics(bootstrap, {INPUT_TOPIC: {}, output_topic: {}})
+    produce(bootstrap, INPUT_TOPIC, count, lambda n: (
         events.partitions[n], events.keys[n], events.values[n], events.timestamps_ms[n]))
 
 
 def load_changelog_broker(bootstrap: str, changelog: Changelog) -> None:
     """The recovery run's changelog and input topic, in a fresh broker."""
-    _create_topics(bootstrap, {INPUT_TOPIC: {}, CHANGELOG_TOPIC: {"cleanup.policy": "compact"}})
+    create_topics(bootstrap, {INPUT_TOPIC: {}, CHANGELOG_TOPIC: {"cleanup.policy": "compact"}})
     records = [(p, key, value, None) for p, part in enumerate(changelog) for key, value in part]
-    _produce(bootstrap, CHANGELOG_TOPIC, len(records), records.__getitem__)
-
-
-def _create_topics(bootstrap: str, topics: dict[str, dict[str, str]]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    new = [NewTopic(name, PARTITIONS, 1, config=config) for name, config in topics.items()]
-    for future in admin.create_topics(new).values():
-        future.result(timeout=REQUEST_S_MAX)
-
-
-def _produce(
-    bootstrap: str, topic: str, count: int,
-    record: Callable[[int], tuple[int, bytes, bytes, int | None]],
-) -> None:
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient
-
-    errors: list[str] = []
-    producer = Producer({
-        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-        "delivery.report.only.error": True,
-        "on_delivery": lambda error, _: errors.append(str(error)) if error else None,
-    })
-    for n in range(count):
-        partition, key, value, timestamp_ms = record(n)
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=partition,
-                                 timestamp=timestamp_ms or 0)
-                break
-            except BufferError:
-                producer.poll(0.005)
-        if n % LOAD_POLL_EVERY == 0:
-            producer.poll(0)
-    left = producer.flush(REQUEST_S_MAX * 10)
-    if errors or left:
-        raise RunFailed(f"loading {topic}: {len(errors)} failed, {left} undelivered"
-                        + (f"; first: {errors[0]}" if errors else ""))
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    loaded = end_offsets(admin, topic)
-    if loaded != count:
-        raise RunFailed(f"loading {topic}: the topic holds {loaded} records, not {count}")
-
-
-def end_offsets(admin: Any, topic: str) -> int:
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(PARTITIONS)}
-    futures = admin.list_offsets(request, request_timeout=REQUEST_S_MAX)
-    return sum(int(future.result().offset) for future in futures.values())
+    produce(bootstrap, CHANGELOG_TOPIC, len(records), records.__getitem__)
 
 
 # -- checking the output -------------------------------------------------------------------
@@ -266,24 +185,7 @@ def end_offsets(admin: Any, topic: str) -> int:
 def read_topic(folder: str, topic: str) -> list[tuple[bytes | None, Any]]:
     """Every record of ``topic`` in the log in ``folder`` (its process stopped), as its key
     and its JSON-decoded value."""
-    import orjson
-    from aiokafka.record.memory_records import MemoryRecords
-
-    records: list[tuple[bytes | None, Any]] = []
-    with _opened_log(folder) as log:
-        for p in range(PARTITIONS):
-            partition = log.partition(topic, p)
-            offset = 0
-            while offset < partition.high_watermark:
-                batches = MemoryRecords(partition.read(offset).records)
-                while batches.has_next():
-                    batch = batches.next_batch()
-                    assert batch is not None
-                    for record in batch:
-                        if record.offset >= offset:
-                            records.append((record.key, orjson.loads(record.value or b"null")))
-                            offset = record.offset + 1
-    return records
+    return [(key, value) for _, _, key, value in read_records(folder, topic)]
 
 
 def check_counts(records: list[tuple[bytes | None, Any]], expected: Counter[bytes]) -> None:

@@ -9,7 +9,7 @@ terminal.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from rich.console import Group, RenderableType
@@ -53,14 +53,23 @@ PANEL_CHROME = 3  # a panel's top and bottom border, and its table's header row
 EVENT_STYLES = {"error": "bold red", "rebalance": "yellow", "state": "cyan"}
 MISSING = "–"
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 # -- numbers as text -----------------------------------------------------------------------
 
 
-def _count(value: int | None) -> str:
-    if value is None:
-        return MISSING
+def _or_missing(text: Callable[[N], str]) -> Callable[[N | None], str]:
+    """``text``, and MISSING for a value not known."""
+
+    def or_missing(value: N | None) -> str:
+        return MISSING if value is None else text(value)
+
+    return or_missing
+
+
+@_or_missing
+def _count(value: int) -> str:
     if abs(value) < 100_000_000:
         return f"{value:,}"
     for unit, size in (("G", 1e9), ("M", 1e6)):
@@ -69,29 +78,27 @@ def _count(value: int | None) -> str:
     return f"{value:,}"
 
 
+def _by_size(value: float, specs: Sequence[tuple[float, str]], larger: str) -> str:
+    """``value`` in the format spec of the first ``(below, spec)`` it is below, else in
+    ``larger``."""
+    return format(value, next((spec for below, spec in specs if value < below), larger))
+
+
 def format_rate(value: float) -> str:
     if value <= 0:
         return "0"
-    if value < 10:
-        return f"{value:.1f}"
     if value < 100_000:
-        return f"{value:,.0f}"
+        return _by_size(value, ((10, ".1f"),), ",.0f")
     return f"{value / 1000:,.0f}k"
 
 
-def _ms(value: float | None) -> str:
-    if value is None:
-        return MISSING
-    if value < 0.01:
-        return f"{value:.4f}"
-    if value < 10:
-        return f"{value:.2f}"
-    return f"{value:,.0f}"
+@_or_missing
+def _ms(value: float) -> str:
+    return _by_size(value, ((0.01, ".4f"), (10, ".2f")), ",.0f")
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return MISSING
+@_or_missing
+def _size(value: int) -> str:
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":

@@ -25,10 +25,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamer.statistics import WorkerSnapshot
-from streamer.statistics_log import SnapshotReader
 from tests.broker_process import BrokerProcess
 from tests.cli.test_client_commands import _free_port
 from tests.streamer.running import REPO_ROOT, WorkerProcess, run
+from tests.streamer.snapshots import read_snapshots
 
 LINES = 2_000
 RUN_TIMEOUT_S = 60
@@ -50,15 +50,6 @@ def _top(*args: str, columns: int = 120) -> subprocess.CompletedProcess[str]:
                             env=env)
     assert "Traceback" not in result.stderr, result.stderr
     return result
-
-
-async def _snapshots(bootstrap: str) -> dict[str, WorkerSnapshot]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await SnapshotReader(consumer).read()
-    finally:
-        await consumer.stop()
 
 
 async def _produce_lines(bootstrap: str) -> None:
@@ -92,7 +83,7 @@ def word_count(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordCount]:
         await _produce_lines(bootstrap)
 
         async def counted() -> bool:
-            snapshots = await _snapshots(bootstrap)
+            snapshots = await read_snapshots(bootstrap)
             return any(_count_words(s) == LINES for s in snapshots.values())
 
         deadline = time.monotonic() + 30

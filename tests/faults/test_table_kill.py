@@ -42,9 +42,10 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamer.cli.tables_changelog import read_changelog
@@ -251,6 +252,27 @@ def _log(transport: str, tmp_path: Path) -> Iterator[str]:
         yield f"kafka://{broker.bootstrap}"
 
 
+def _scenario(
+    scenario: Callable[[_Job, list[str]], Coroutine[Any, Any, _Outcome]], transport: str,
+    label: str, tmp_path: Path, record_property: Callable[[str, object], None],
+) -> None:
+    keys = _events()
+    with _log(transport, tmp_path) as url:
+        outcome = run(scenario(_Job(tmp_path, url), keys), SCENARIO_TIMEOUT_S)
+    _check(outcome, keys, f"{transport}, {label}", record_property)
+
+
+async def _finish(job: _Job, worker: WorkerProcess, protocol_url: str) -> _Outcome:
+    """Once the group has committed every input offset: the final table, from the
+    changelog and from ``streamer tables get``; ``worker`` then stops cleanly."""
+    await _wait_until_committed(protocol_url, FINISH_TIMEOUT_S)
+    final = await _final_table(protocol_url)
+    from_cli = {key: await asyncio.to_thread(_tables_get, job.url, key)
+                for key in SPOT_CHECKED_KEYS}
+    assert worker.terminate() == 0, worker.output
+    return _Outcome(final, from_cli, job.journals)
+
+
 # -- restarts ---------------------------------------------------------------------------------
 
 
@@ -259,10 +281,7 @@ def _log(transport: str, tmp_path: Path) -> Iterator[str]:
 def test_a_killed_worker_restarts_and_its_table_equals_the_oracle(
     transport: str, tmp_path: Path, record_property: Callable[[str, object], None],
 ) -> None:
-    keys = _events()
-    with _log(transport, tmp_path) as url:
-        outcome = run(_restarts(_Job(tmp_path, url), keys), SCENARIO_TIMEOUT_S)
-    _check(outcome, keys, f"{transport}, 3 kills", record_property)
+    _scenario(_restarts, transport, "3 kills", tmp_path, record_property)
 
 
 async def _restarts(job: _Job, keys: list[str]) -> _Outcome:
@@ -273,15 +292,9 @@ async def _restarts(job: _Job, keys: list[str]) -> _Outcome:
             worker, journal = job.start(state)
             await _kill_after(worker, journal, lines)
         last, _ = job.start("state-a")  # A, on stores B's work has made stale, finishes
-        protocol_url = await job.protocol_url(last)
-        await _wait_until_committed(protocol_url, FINISH_TIMEOUT_S)
-        final = await _final_table(protocol_url)
-        from_cli = {key: await asyncio.to_thread(_tables_get, job.url,
-                                                  key) for key in SPOT_CHECKED_KEYS}
-        assert last.terminate() == 0, last.output
+        return await _finish(job, last, await job.protocol_url(last))
     finally:
         job.kill_all()
-    return _Outcome(final, from_cli, job.journals)
 
 
 # -- takeover ---------------------------------------------------------------------------------
@@ -305,10 +318,7 @@ def _split_between(workers: list[WorkerProcess]) -> bool:
 def test_a_survivor_takes_over_a_killed_workers_table_partitions(
     transport: str, tmp_path: Path, record_property: Callable[[str, object], None],
 ) -> None:
-    keys = _events()
-    with _log(transport, tmp_path) as url:
-        outcome = run(_takeover(_Job(tmp_path, url), keys), SCENARIO_TIMEOUT_S)
-    _check(outcome, keys, f"{transport}, takeover", record_property)
+    _scenario(_takeover, transport, "takeover", tmp_path, record_property)
 
 
 async def _takeover(job: _Job, keys: list[str]) -> _Outcome:
@@ -322,11 +332,6 @@ async def _takeover(job: _Job, keys: list[str]) -> _Outcome:
         await _kill_after(victim, victim_journal, VICTIM_LINES_BEFORE_KILL)
         await wait_until(lambda: _input_partitions(survivor) == set(range(PARTITIONS)),
                          "the survivor taking every partition over", PROGRESS_TIMEOUT_S)
-        await _wait_until_committed(protocol_url, FINISH_TIMEOUT_S)
-        final = await _final_table(protocol_url)
-        from_cli = {key: await asyncio.to_thread(_tables_get, job.url,
-                                                  key) for key in SPOT_CHECKED_KEYS}
-        assert survivor.terminate() == 0, survivor.output
+        return await _finish(job, survivor, protocol_url)
     finally:
         job.kill_all()
-    return _Outcome(final, from_cli, job.journals)

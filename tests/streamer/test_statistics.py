@@ -13,7 +13,6 @@ from collections import deque
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 import streamer
 from streamer import statistics_log
@@ -30,11 +29,12 @@ from streamer.statistics import (
     percentiles,
     to_json,
 )
-from streamer.statistics_log import STATISTICS_TOPIC, SnapshotReader
+from streamer.statistics_log import STATISTICS_TOPIC
 from streamer.statistics_worker import describe_partitions
 from streamer.transport.embedded import EmbeddedTransport
 from tests.cli.top_frames import worker_snapshot
 from tests.streamer.running import Target, produce, run, running
+from tests.streamer.snapshots import read_snapshots
 
 PARTITIONS = 4
 EVENTS = 400
@@ -60,23 +60,14 @@ def _app(release: asyncio.Event, seen: list[int]) -> streamer.App:
     return app
 
 
-async def _read_back(bootstrap: str) -> dict[str, WorkerSnapshot]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await SnapshotReader(consumer).read()
-    finally:
-        await consumer.stop()
-
-
 async def _read_back_after_stop(target: Target) -> dict[str, WorkerSnapshot]:
     if not target.embedded:
-        return await _read_back(target.url.removeprefix("kafka://"))
+        return await read_snapshots(target.url.removeprefix("kafka://"))
     transport = EmbeddedTransport(target.url, app_id="reader", listen="127.0.0.1:0")
     await transport.start()  # the worker is gone: serve its folder to read it
     try:
         assert transport.address is not None
-        return await _read_back("{}:{}".format(*transport.address))
+        return await read_snapshots("{}:{}".format(*transport.address))
     finally:
         await transport.close()
 
@@ -112,7 +103,7 @@ def test_a_worker_publishes_snapshots_and_a_last_one_when_it_stops(target: Targe
             bootstrap = _bootstrap(app, target)
             published: dict[str, WorkerSnapshot] = {}
             for _ in range(100):  # sent is not yet written (a batch lingers): read again
-                published = await _read_back(bootstrap)
+                published = await read_snapshots(bootstrap)
                 if held.worker in published:
                     break
                 await asyncio.sleep(0.05)
