@@ -51,10 +51,10 @@ logger = logging.getLogger("streamer.worker")
 FETCH_TIMEOUT_MS = 100
 FETCH_RECORDS_MAX = 10_000
 PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
-DRAIN_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
 # How long a checkpoint waits for agents to finish the event they are on (see
-# Worker._between_events); an agent awaiting something slow mid-event is not waited for.
-BOUNDARY_WAIT_S = 0.5  # at shutdown, time for agents to finish what they were given
+# Worker._take_between_events); an agent awaiting something slow mid-event is not waited for.
+BOUNDARY_WAIT_S = 0.5
 
 
 Route = Callable[[int], Inbox]
