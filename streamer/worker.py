@@ -96,6 +96,7 @@ class Worker:
         self._checkpointing = asyncio.Lock()  # the consume loop's and a revocation's
         # Assigned partitions whose tables are restored: only their events are delivered.
         self._ready: set[TopicPartition] = set()
+        self._generation = 0  # counts revocations and assignments
 
     # -- sending --------------------------------------------------------------------------
 
@@ -230,7 +231,12 @@ class Worker:
         interval_s, every = self.app.commit_interval_s, self.app.commit_every
         while not stop.is_set() and not self._failed.is_set():
             batches = await consumer.fetch(FETCH_TIMEOUT_MS, FETCH_RECORDS_MAX)
+            generation = self._generation  # the assignment these batches were fetched for
             for partition, events in batches:
+                if self._generation != generation:
+                    # A rebalance came while delivering: the rest was fetched for the old
+                    # assignment, and the new one reads from the committed offsets.
+                    break
                 since_commit += await self._deliver(partition, events)
             if since_commit >= every or time.monotonic() - last_commit >= interval_s:
                 await self.checkpoint()
@@ -241,8 +247,8 @@ class Worker:
         if not routes or not events:
             return 0
         if partition not in self._ready:
-            # Fetched while its tables were still restoring (aiokafka fetches as soon as it
-            # is assigned), or after it was revoked: read it again once it is ready.
+            # Revoked, or assigned and still restoring its tables (the consumer is paused on
+            # it meanwhile, so this batch came just before the pause): read it again.
             consumer = self.consumer
             if consumer is not None and partition in consumer.assignment():
                 consumer.seek(partition, events[0].offset)
@@ -311,15 +317,24 @@ class Worker:
         """Restore the tables' partitions before any event of ``partitions`` is fetched."""
         assert self.consumer is not None or not self.tables.tables
         numbers = frozenset(tp.partition for tp in partitions if tp.topic != self.leader_topic)
-        standby = self.consumer.standby_partitions() if self.consumer is not None else frozenset()
-        await self.tables.assign(numbers, standby)
+        consumer = self.consumer
+        standby = consumer.standby_partitions() if consumer is not None else frozenset()
+        if consumer is not None:
+            consumer.pause(partitions)  # nothing of them is fetched while tables restore
+        try:
+            await self.tables.assign(numbers, standby)
+        finally:
+            if consumer is not None:
+                consumer.resume(partitions)
         self._ready |= partitions
+        self._generation += 1
 
     async def revoke(self, partitions: frozenset[TopicPartition]) -> None:
         if not self.consuming:
             return
         self.state = "rebalancing"
         self._ready -= partitions
+        self._generation += 1
         for routes in self._routes.values():
             for route in routes:
                 for partition in partitions:

@@ -66,6 +66,15 @@ class TransportConsumer(abc.ABC):
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Fetch ``partition`` from ``offset`` next."""
 
+    @abc.abstractmethod
+    def pause(self, partitions: frozenset[TopicPartition]) -> None:
+        """Fetch nothing of these partitions until :meth:`resume` (what a fetch already
+        buffered for them is dropped, their positions kept)."""
+
+    @abc.abstractmethod
+    def resume(self, partitions: frozenset[TopicPartition]) -> None:
+        """Fetch these partitions again, from their positions."""
+
     def standby_partitions(self) -> frozenset[int]:
         """Partition numbers whose state this member keeps warm for another (the
         ``streamer`` assignor's standby replicas); empty with other assignors."""

@@ -124,6 +124,13 @@ class EmbeddedConsumer(TransportConsumer):
     def standby_partitions(self) -> frozenset[int]:
         return self._member.standby
 
+    def pause(self, partitions: frozenset[TopicPartition]) -> None:
+        """Nothing to do: fetch returns nothing until the rebalance, listener included, is
+        over (the only time the runtime pauses)."""
+
+    def resume(self, partitions: frozenset[TopicPartition]) -> None:
+        """See :meth:`pause`."""
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         if partition not in self._positions:
             raise ValueError(f"cannot seek {partition}: not assigned to this consumer")

@@ -113,12 +113,18 @@ class KafkaTransportConsumer(TransportConsumer):
             partition_assignment_strategy=(self._assignor, RoundRobinPartitionAssignor),
         )
         consumer.subscribe(topics=list(self.topics), listener=self._listener)
-        await start_bounded(
-            consumer.start(), consumer.stop,
-            bootstrap=self.bootstrap, what=f"consumer of group {self.group_id!r}",
-            timeout_ms=self.connect_timeout_ms,
-        )
+        # Set before start(): the first assignment's listener may run inside it, and it
+        # pauses the new partitions through this consumer while tables restore.
         self._consumer = consumer
+        try:
+            await start_bounded(
+                consumer.start(), consumer.stop,
+                bootstrap=self.bootstrap, what=f"consumer of group {self.group_id!r}",
+                timeout_ms=self.connect_timeout_ms,
+            )
+        except BaseException:
+            self._consumer = None
+            raise
 
     async def close(self) -> None:
         """Leave the group (the others rebalance at once) and disconnect. Bounded: with the
@@ -171,6 +177,20 @@ class KafkaTransportConsumer(TransportConsumer):
 
     def standby_partitions(self) -> frozenset[int]:
         return self._assignor.standby
+
+    def pause(self, partitions: frozenset[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            assigned = consumer.assignment()
+            consumer.pause(*(tp for tp in (KafkaTopicPartition(*p) for p in partitions)
+                             if tp in assigned))
+
+    def resume(self, partitions: frozenset[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            assigned = consumer.assignment()
+            consumer.resume(*(tp for tp in (KafkaTopicPartition(*p) for p in partitions)
+                              if tp in assigned))
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
