@@ -26,7 +26,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .events import TopicPartition
@@ -80,14 +79,13 @@ class StateDirectory:
 class Tables:
     """The tables of one worker; see the module docstring."""
 
-    def __init__(self, worker: Worker, tables: Sequence[Table], state_root: str | None) -> None:
+    def __init__(self, worker: Worker, state_root: str | None) -> None:
         self.worker = worker
-        self.tables = list(tables)
+        self.tables: list[Table] = []  # the app's, once started (operators add theirs late)
         self.state = StateDirectory(state_root) if state_root is not None else None
         self._tail_reader: PartitionReader | None = None
         self._tail_task: asyncio.Task[None] | None = None
         self._tailed: dict[TopicPartition, tuple[Table, Store]] = {}
-        self._failure: BaseException | None = None
 
     @property
     def standby_replicas(self) -> int:
@@ -100,7 +98,7 @@ class Tables:
 
     async def start(self) -> None:
         """Learn each changelog's partitions; restore global tables; start tailing."""
-        self.tables = list(self.worker.app.tables.values())  # operators add theirs late
+        self.tables = list(self.worker.app.tables.values())
         if not self.tables:
             return
         if self.state is not None:

@@ -113,11 +113,7 @@ class Table:
         self.app = app
         self.name = name
         self.default = default
-        self.key_codec: Codec = (
-            AUTO_KEY if key_type is None
-            else key_type if hasattr(key_type, "dumps") and hasattr(key_type, "loads")
-            else codec_for(key_type)
-        )  # fmt: skip
+        self.key_codec: Codec = AUTO_KEY if key_type is None else codec_for(key_type)
         self.partition_key_codec: Codec = self.key_codec  # how a key's partition is found
         self.value_codec: Codec = codec_for(dict if value_type is None else value_type)
         self.store_kind = store

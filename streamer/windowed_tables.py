@@ -90,8 +90,7 @@ class WindowedTable:
 
     def now_ms(self) -> int:
         worker = self.table.app.worker
-        clock = worker.clock if worker is not None else None
-        return clock.time_ms() if clock is not None else time.time_ns() // 1_000_000
+        return worker.time_ms() if worker is not None else time.time_ns() // 1_000_000
 
     def _partition(self, key: Any) -> _Partition:
         cached = self.table.store_for(key)  # checks the key against the event's partition

@@ -92,7 +92,7 @@ class Worker:
         # Statistics: what the hooks below record for snapshots, and the task publishing them.
         self.activity = WorkerActivity(app.id)
         self._publisher: StatisticsPublisher | None = None
-        self.tables = Tables(self, list(app.tables.values()), _state_root(app, self.broker_url))
+        self.tables = Tables(self, _state_root(app, self.broker_url))
         self._checkpointing = asyncio.Lock()  # the consume loop's and a revocation's
         # Assigned partitions whose tables are restored: only their events are delivered.
         self._ready: set[TopicPartition] = set()
@@ -120,9 +120,13 @@ class Worker:
         elif not 0 <= partition < count:
             raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
         if timestamp_ms is None:
-            clock = self.clock
-            timestamp_ms = time.time_ns() // 1_000_000 if clock is None else clock.time_ms()
+            timestamp_ms = self.time_ms()
         await transport.send(topic, partition, key, value, headers, timestamp_ms)
+
+    def time_ms(self) -> int:
+        """Now, by the worker's clock (a test's manual clock, else the system's)."""
+        clock = self.clock
+        return time.time_ns() // 1_000_000 if clock is None else int(clock.time_ms())
 
     # -- running --------------------------------------------------------------------------
 
