@@ -85,6 +85,8 @@ class App:
         self.tasks: list[Callable[[], Any]] = []
         self.extra_subscriptions: list[tuple[Topic, Inbox]] = []
         self.extra_routes: list[tuple[Topic, Callable[[int], Inbox]]] = []  # partition → inbox
+        # What joins need co-partitioned (streamer/copartition.py), checked at startup.
+        self.copartition_requirements: list[Any] = []
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS_MAX)
         self.worker: Worker | None = None
 

@@ -307,6 +307,35 @@ class Stream:
         return WindowedStream(self, definition, name=name, timestamp=timestamp,
                               idle_timeout_s=idle_timeout_s, on_late=on_late)
 
+    # -- joins (streamer/table_joins.py, streamer/stream_joins.py) -------------------------
+
+    def join(self, other: Any, **options: Any) -> Any:
+        """Join with a table (lookup: ``how="inner"|"left"``, see :mod:`streamer.table_joins`)
+        or with another stream (windowed: ``within=``, ``how="inner"|"left"|"outer"``, see
+        :mod:`streamer.stream_joins`)."""
+        from .tables import Table
+
+        if isinstance(other, Table):
+            from .table_joins import join_stream_table
+
+            return join_stream_table(self, other, **options)
+        from .stream_joins import join_streams
+
+        return join_streams(self, other, **options)
+
+    def interval_join(self, other: Stream, **options: Any) -> Any:
+        """Flink's interval join (see :mod:`streamer.stream_joins`)."""
+        from .stream_joins import interval_join
+
+        return interval_join(self, other, **options)
+
+    def asof_join(self, other: Stream, **options: Any) -> Any:
+        """Each event with the other stream's latest value at or before its time (see
+        :mod:`streamer.stream_joins`)."""
+        from .stream_joins import asof_join
+
+        return asof_join(self, other, **options)
+
     async def to(self, topic: Topic) -> None:
         """Send every value to ``topic``, keyed like the event it came from. Runs until the
         stream ends."""

@@ -242,6 +242,13 @@ class Table:
 
     # -- windows ----------------------------------------------------------------------------
 
+    def join(self, other: Table, **options: Any) -> Any:
+        """A table joined with another (``how="inner"|"left"|"outer"``; ``on=fn(value)``
+        for a foreign key): see :mod:`streamer.table_joins`."""
+        from .table_joins import join_tables
+
+        return join_tables(self, other, **options)
+
     def tumbling(self, size: float, *, expires: float | None = None) -> WindowedTable:
         """This table, windowed: values per ``size``-second window of event time (see
         :mod:`streamer.windowed_tables`); windows are deleted ``expires`` seconds after

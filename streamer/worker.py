@@ -24,6 +24,7 @@ from typing import Any, Literal
 from .agents import AgentError
 from .app import App
 from .changelogs import Tables
+from .copartition import check_copartitioning
 from .errors import StreamerError
 from .events import Event, Headers, TopicPartition
 from .inbox import BatchAck, Inbox, OffsetTracker
@@ -140,6 +141,7 @@ class Worker:
             await self._start_agents()
             await self._ensure_topics()
             await self.tables.start()
+            check_copartitioning(app, transport.partition_count)
             self.consumer = consumer = transport.consumer(
                 app.id, [*self._routes, self.leader_topic], _Listener(self),
                 standby_replicas=self.tables.standby_replicas,
