@@ -24,8 +24,12 @@ from .errors import CorruptRecordError, InvalidRecordError, RecordTooLargeError
 __all__ = [
     "BATCH_OVERHEAD_BYTES",
     "HEADER_BYTES",
+    "CONTROL_ABORT",
+    "CONTROL_COMMIT",
     "BatchHeader",
+    "build_control_batch",
     "build_empty_batch",
+    "control_type",
     "frame_client_batches",
     "parse_header",
     "split_batches",
@@ -46,6 +50,14 @@ ATTRIBUTE_CONTROL = 0x20
 ATTRIBUTE_DELETE_HORIZON = 0x40
 _CODEC_MAX = 4  # zstd
 _ATTRIBUTES_REFUSED = ATTRIBUTE_CONTROL | ATTRIBUTE_DELETE_HORIZON
+
+# Kafka's ControlRecordType: the int16 after the version in a control record's key.
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+# A transaction marker's one record, sizes fixed: length 16, attributes 0, timestamp and
+# offset deltas 0, a 4-byte key (version 0, type), a 6-byte value (version 0, coordinator
+# epoch), no headers. Varints are zigzag-encoded: 16 → 0x20, 4 → 0x08, 6 → 0x0c.
+_MARKER_RECORD = struct.Struct(">bbbbbhhbhib")
 
 
 class BatchHeader(NamedTuple):
@@ -210,6 +222,69 @@ def with_log_append_time(batch: bytes | bytearray | memoryview, time_ms: int) ->
     struct.pack_into(">q", copy, 35, time_ms)
     struct.pack_into(">I", copy, 17, crc32c(memoryview(copy)[_CRC_START:]))
     return copy
+
+
+def build_control_batch(
+    producer_id: int,
+    producer_epoch: int,
+    *,
+    commit: bool,
+    coordinator_epoch: int,
+    timestamp_ms: int,
+) -> bytes:
+    """A COMMIT or ABORT transaction marker, laid out as Kafka writes it: attributes
+    control + transactional, base sequence -1, one record whose key is version 0 and the
+    marker type and whose value is version 0 and the coordinator epoch. Base offset 0: the
+    log assigns it."""
+    record = _MARKER_RECORD.pack(
+        0x20, 0, 0, 0, 0x08, 0, CONTROL_COMMIT if commit else CONTROL_ABORT, 0x0C, 0,
+        coordinator_epoch, 0,
+    )  # fmt: skip
+    fields = struct.pack(
+        ">hiqqqhii",
+        ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL,
+        0,  # lastOffsetDelta
+        timestamp_ms,
+        timestamp_ms,
+        producer_id,
+        producer_epoch,
+        -1,  # baseSequence
+        1,  # recordsCount
+    )
+    body = fields + record
+    return struct.pack(">qiibI", 0, len(body) + 9, 0, 2, crc32c(body)) + body
+
+
+def control_type(batch: bytes | bytearray | memoryview) -> int | None:
+    """The type of a control batch's record (:data:`CONTROL_ABORT`,
+    :data:`CONTROL_COMMIT`, …), or None if the record cannot be read."""
+    view = memoryview(batch)
+    try:
+        _, position = _read_varint(view, HEADER_BYTES)  # the record's length
+        position += 1  # its attributes
+        _, position = _read_varint(view, position)  # timestamp delta
+        _, position = _read_varint(view, position)  # offset delta
+        key_length, position = _read_varint(view, position)
+        if key_length < 4:
+            return None
+        version, kind = struct.unpack_from(">hh", view, position)
+    except (IndexError, struct.error):
+        return None
+    return int(kind) if version == 0 else None
+
+
+def _read_varint(view: memoryview, position: int) -> tuple[int, int]:
+    """A zigzag varint at ``position`` and the position after it."""
+    shift = result = 0
+    while True:
+        byte = view[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), position
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
 
 
 def build_empty_batch(header: BatchHeader) -> bytes:

@@ -1,5 +1,5 @@
-"""One log node as the Kafka-protocol handlers see it: the log, the group coordinator, the
-node's address, and the waits that tie them to asyncio.
+"""One log node as the Kafka-protocol handlers see it: the log, the group and transaction
+coordinators, the node's address, and the waits that tie them to asyncio.
 
 The storage engine is synchronous; this is where it meets the event loop. Appends run on the
 loop thread (a write to the page cache, in request order, which idempotent producers rely
@@ -21,13 +21,14 @@ from .errors import InvalidTopicError, UnknownTopicOrPartitionError
 from .groups import GroupCoordinator
 from .partition import PartitionLog
 from .storage import Log
+from .transactions import TRANSACTION_STATE_TOPIC, TransactionCoordinator
 
 __all__ = ["Broker", "BrokerConfig", "INTERNAL_TOPICS", "OFFSETS_TOPIC"]
 
 logger = logging.getLogger("streamer.broker")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Broker:
             offsets_topic=OFFSETS_TOPIC,
             initial_rebalance_delay_ms=self.config.group_initial_rebalance_delay_ms,
         )
+        self.transactions = TransactionCoordinator(self)
         self.port = 0  # set by the server once it listens
         self._waiters: dict[TopicPartition, set[asyncio.Future[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -63,6 +65,7 @@ class Broker:
 
     async def start(self) -> None:
         await self.groups.start()
+        await self.transactions.start()  # completing transactions may write group offsets
         self._maintenance = asyncio.get_running_loop().create_task(self._run_maintenance())
 
     async def _run_maintenance(self) -> None:
@@ -75,7 +78,7 @@ class Broker:
                 logger.exception("log maintenance failed")
 
     async def close(self) -> None:
-        """Answer every parked fetch, stop the coordinator, flush and close the log."""
+        """Answer every parked fetch, stop the coordinators, flush and close the log."""
         self.closing = True
         if self._maintenance is not None:
             self._maintenance.cancel()
@@ -85,6 +88,7 @@ class Broker:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        await self.transactions.close()  # before the groups: a commit writes their offsets
         await self.groups.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -146,6 +150,33 @@ class Broker:
             await asyncio.to_thread(partition.flush)
         except Exception as error:  # the partition went offline; appends will say so
             logger.error("background flush of %s failed: %s", partition.name, error)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    async def write_marker(
+        self,
+        topic: str,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int = 0,
+    ) -> int:
+        """Write a COMMIT or ABORT marker as Produce appends a batch: on the loop, then the
+        fsync in a worker thread; wakes the fetches parked on the partition (the last
+        stable offset may have moved). Returns the marker's offset.
+
+        Raises :class:`~streamer.log.errors.ProducerFencedError` for an old epoch,
+        :class:`UnknownTopicOrPartitionError`, or ``LogStorageError`` if the fsync failed.
+        """
+        log = self.log.partition(topic, partition)
+        offset = log.write_marker(
+            producer_id, producer_epoch, commit=commit,
+            coordinator_epoch=coordinator_epoch, wait_durable=False,
+        )  # fmt: skip
+        self.notify_append(topic, partition)
+        await self.wait_durable(log, offset + 1)
+        return offset
 
     # -- fetch long-polls -----------------------------------------------------------------
 

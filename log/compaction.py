@@ -10,6 +10,13 @@ closed segments, never the active one, and keeps:
 - control batches, and an empty batch in place of a producer's last batch when all its
   records went, so the producer's last sequence number survives (as Kafka does).
 
+Transactions: only closed segments wholly below the last stable offset are cleaned (an open
+transaction's outcome is unknown), and only records below it and outside aborted
+transactions count as a key's latest, so a record a read_committed reader cannot see never
+removes one it can. Records of aborted transactions are removed. Transaction markers are
+kept, always (Kafka drops them after ``delete.retention.ms``; keeping them is the safe
+side), so the aborted index and a read_committed reader see the same history as before.
+
 Consecutive cleaned segments are merged while they fit in ``segment.bytes``. The swap is
 crash-safe: the new file is written as ``<base>.log.cleaned`` and fsynced, renamed to
 ``<base>.log.swap`` (the commit point), then the old files go and the swap file takes the
@@ -53,7 +60,7 @@ def compact_if_dirty(partition: PartitionLog) -> CompactionResult | None:
     """Compact when the share of never-cleaned closed bytes reaches
     ``min.cleanable.dirty.ratio``."""
     with partition.lock:
-        closed = partition.segments[:-1]
+        closed = _cleanable(partition)
         if not closed or partition.failure is not None:
             return None
         state = _read_state(partition)
@@ -69,11 +76,14 @@ def compact(partition: PartitionLog) -> CompactionResult:
     """Compact ``partition``'s closed segments now."""
     with partition.lock:
         partition.check_writable()
-        closed = partition.segments[:-1]
+        closed = _cleanable(partition)
         bytes_before = sum(segment.size for segment in closed)
         if not closed:
             return CompactionResult(0, 0, 0, 0, 0)
-        latest = _latest_offsets(partition)
+        clean_through = partition.segments[len(closed)].base_offset
+        stable_offset = partition.last_stable_offset
+        aborted = _aborted_by_producer(partition, stable_offset)
+        latest = _latest_offsets(partition, stable_offset, aborted)
         state = _read_state(partition)
         first_seen: dict[str, int] = state.get("first_seen_ms", {})
         now_ms = partition.clock.time_ms()
@@ -97,8 +107,9 @@ def compact(partition: PartitionLog) -> CompactionResult:
                     data = segment.file.pread(header.size, position)
                     producer_last_batch = header.base_offset in keep_batches_of
                     kept, dropped = _clean_batch(
-                        data, header, latest, tombstones_expire, producer_last_batch
-                    )
+                        data, header, latest, tombstones_expire, producer_last_batch,
+                        aborted=_is_aborted(header, aborted),
+                    )  # fmt: skip
                     removed += dropped
                     if kept:
                         parts.append(kept)
@@ -112,7 +123,7 @@ def compact(partition: PartitionLog) -> CompactionResult:
             partition.segments[start : start + len(group)] = [cleaned]
             new_segments.append(cleaned)
             new_first_seen[str(group[0].base_offset)] = seen_ms
-        state = {"clean_through": partition.active.base_offset, "first_seen_ms": new_first_seen}
+        state = {"clean_through": clean_through, "first_seen_ms": new_first_seen}
         _write_state(partition, state)
         return CompactionResult(
             len(closed),
@@ -123,11 +134,46 @@ def compact(partition: PartitionLog) -> CompactionResult:
         )
 
 
-def _latest_offsets(partition: PartitionLog) -> dict[bytes, int]:
+def _cleanable(partition: PartitionLog) -> list[Segment]:
+    """The closed segments wholly below the last stable offset, oldest first."""
+    stable_offset = partition.last_stable_offset
+    cleanable = []
+    for segment in partition.segments[:-1]:
+        if segment.next_offset > stable_offset:
+            break
+        cleanable.append(segment)
+    return cleanable
+
+
+def _aborted_by_producer(partition: PartitionLog, end: int) -> dict[int, list[tuple[int, int]]]:
+    """Each producer's aborted ranges ``(first, last)`` that begin below ``end``."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for entry in partition.aborted_ranges(partition.log_start_offset, end):
+        ranges.setdefault(entry.producer_id, []).append((entry.first_offset, entry.last_offset))
+    return ranges
+
+
+def _is_aborted(header: BatchHeader, aborted: dict[int, list[tuple[int, int]]]) -> bool:
+    """Whether a data batch belongs to an aborted transaction."""
+    if not header.is_transactional or header.is_control:
+        return False
+    ranges = aborted.get(header.producer_id, ())
+    return any(first <= header.base_offset <= last for first, last in ranges)
+
+
+def _latest_offsets(
+    partition: PartitionLog, stable_offset: int, aborted: dict[int, list[tuple[int, int]]]
+) -> dict[bytes, int]:
+    """Each key's latest offset among the records a read_committed reader sees: below
+    ``stable_offset`` and outside aborted transactions."""
     latest: dict[bytes, int] = {}
     for segment in partition.segments:
+        if segment.base_offset >= stable_offset:
+            break
         for position, header in _batches(partition, segment):
-            if header.is_control or header.records_count == 0:
+            if header.base_offset >= stable_offset:
+                break
+            if header.is_control or header.records_count == 0 or _is_aborted(header, aborted):
                 continue
             for record in _decoded(segment.file.pread(header.size, position)) or ():
                 if record.key is not None:
@@ -185,10 +231,15 @@ def _clean_batch(
     latest: dict[bytes, int],
     tombstones_expire: bool,
     producer_last_batch: bool,
+    *,
+    aborted: bool = False,
 ) -> tuple[bytes | None, int]:
-    """The batch with superseded records removed, and how many were removed."""
+    """The batch with superseded records (all of them if ``aborted``) removed, and how
+    many were removed."""
     if header.is_control or header.records_count == 0:
         return data, 0
+    if aborted:
+        return (build_empty_batch(header) if producer_last_batch else None), header.records_count
     records = _decoded(data)
     if records is None:
         return data, 0

@@ -4,12 +4,21 @@ Every mutation goes through one :class:`PartitionLog` under its lock; fsync runs
 the lock so appends from other threads continue meanwhile, and concurrent appenders that
 wait for durability share one fsync (group commit).
 
+Transactions (the partition's half of Kafka's): a transactional batch opens its producer's
+transaction here; :meth:`PartitionLog.write_marker` appends the COMMIT or ABORT control
+batch that closes it. :attr:`PartitionLog.last_stable_offset` is the first offset of the
+oldest open transaction (else the high watermark), and
+:meth:`PartitionLog.aborted_transactions` lists the aborted ranges a read_committed reader
+must skip. Both live in the producer state (see :mod:`.producer_state`), which is saved in
+every snapshot and rebuilt after a crash from the newest snapshot plus the batches after
+it, so they survive restarts and crashes; truncation reloads them the same way.
+
 Files in the partition's directory::
 
     00000000000000000000.log        record batches, verbatim
     00000000000000000000.index      sparse offset index   (written at roll and clean close)
     00000000000000000000.timeindex  sparse time index     (written at roll and clean close)
-    00000000000000004096.snapshot   producer state as of offset 4096
+    00000000000000004096.snapshot   producer state (and transactions) as of offset 4096
     partition.json                  recovery point, log start offset, leader epoch, clean flag
 """
 
@@ -23,7 +32,9 @@ from .batch import (
     BATCH_OVERHEAD_BYTES,
     BatchHeader,
     assigned_prefix,
+    build_control_batch,
     frame_client_batches,
+    parse_header,
     with_log_append_time,
 )
 from .clock import Clock
@@ -35,12 +46,18 @@ from .errors import (
     OffsetOutOfRangeError,
 )
 from .fs import Buffer, Filesystem, write_json
-from .producer_state import ProducerStateTable
+from .producer_state import AbortedTransaction, ProducerStateTable
 from .reads import PartitionReads, ReadResult
 from .recovery import CHECKPOINT_FILE, PartitionRecovery
 from .segment import Segment, segment_name
 
-__all__ = ["AppendResult", "PartitionLog", "PartitionStatistics", "ReadResult"]
+__all__ = [
+    "AbortedTransaction",
+    "AppendResult",
+    "PartitionLog",
+    "PartitionStatistics",
+    "ReadResult",
+]
 
 _SNAPSHOTS_KEPT = 2
 # Kafka's producer.id.expiration.ms: an idempotent producer silent this long is forgotten,
@@ -153,6 +170,38 @@ class PartitionLog(PartitionRecovery, PartitionReads):
         """Offsets below this are fsynced."""
         return self._durable_offset
 
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the oldest open transaction, else the high watermark: what
+        a read_committed reader may read up to. Never below the log start nor above the
+        high watermark."""
+        if not self.producer_state.ongoing:
+            return self.high_watermark
+        with self.lock:  # the dict may change under another thread's append
+            ongoing = self.producer_state.ongoing
+            first = min(ongoing.values()) if ongoing else self.high_watermark
+            return min(max(first, self.log_start_offset), self.high_watermark)
+
+    def open_transactions(self) -> dict[int, int]:
+        """Producer id → first offset of each transaction open in this partition."""
+        with self.lock:
+            return dict(self.producer_state.ongoing)
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[tuple[int, int]]:
+        """``(producer_id, first_offset)`` of each aborted transaction whose range meets
+        ``[start_offset, end_offset)``, by first offset: what Fetch answers."""
+        return [
+            (entry.producer_id, entry.first_offset)
+            for entry in self.aborted_ranges(start_offset, end_offset)
+        ]
+
+    def aborted_ranges(self, start_offset: int, end_offset: int) -> list[AbortedTransaction]:
+        """:meth:`aborted_transactions` with each range's last offset (its ABORT marker)."""
+        if not self.producer_state.aborted:
+            return []
+        with self.lock:
+            return self.producer_state.aborted_overlapping(start_offset, end_offset)
+
     # -- appending ------------------------------------------------------------------------
 
     def append(self, records: Buffer, *, wait_durable: bool = True) -> AppendResult:
@@ -231,6 +280,51 @@ class PartitionLog(PartitionRecovery, PartitionReads):
             if header.producer_id >= 0:
                 self.producer_state.update(header._replace(base_offset=offset), now_ms)
         return AppendResult(base_offset, placed[-1][2] - 1, append_time_ms, self.log_start_offset)
+
+    def write_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        *,
+        commit: bool,
+        coordinator_epoch: int = 0,
+        wait_durable: bool = True,
+    ) -> int:
+        """Append a COMMIT or ABORT control batch for ``producer_id``; return its offset.
+
+        It closes the producer's open transaction here (an abort is added to the aborted
+        index) and moves the producer's epoch up to ``producer_epoch``. A marker for a
+        producer with no open transaction is written all the same (the coordinator may
+        retry after a crash) and changes nothing else. An epoch older than the producer's
+        raises :class:`ProducerFencedError`. Durability as for :meth:`append`.
+        """
+        if producer_id < 0 or not 0 <= producer_epoch <= 0x7FFF:
+            raise InvalidRecordError(
+                f"{self.name}: a transaction marker needs a producer id and epoch, not "
+                f"{producer_id} and {producer_epoch}"
+            )
+        with self.lock:
+            self.check_writable()
+            self.producer_state.check_marker(producer_id, producer_epoch, topic_partition=self.name)
+            now_ms = self.clock.time_ms()
+            batch = build_control_batch(
+                producer_id, producer_epoch, commit=commit,
+                coordinator_epoch=coordinator_epoch, timestamp_ms=now_ms,
+            )  # fmt: skip
+            self._maybe_roll(len(batch))
+            segment = self.segments[-1]
+            offset = segment.next_offset
+            parts, placed, _ = self._assign(memoryview(batch), [(0, parse_header(batch))], offset)
+            self._write(segment, parts, placed)
+            self.producer_state.end_transaction(
+                producer_id, producer_epoch, commit=commit, offset=offset, now_ms=now_ms
+            )
+        if self.config.flush_every_append:
+            if wait_durable:
+                self.flush(up_to=offset + 1)
+        else:
+            self._flush_if_due()
+        return offset
 
     def _assign(
         self, view: memoryview, batches: list[tuple[int, tuple[int, ...]]], base_offset: int
@@ -359,6 +453,7 @@ class PartitionLog(PartitionRecovery, PartitionReads):
             if before_offset > self.log_start_offset:
                 self.log_start_offset = before_offset
                 self._delete_segments_below_start()
+                self.producer_state.forget_aborted_before(self.log_start_offset)
                 self._write_checkpoint(clean_shutdown=False)
             return self.log_start_offset
 
@@ -399,6 +494,7 @@ class PartitionLog(PartitionRecovery, PartitionReads):
                 deleted += 1
             if deleted:
                 self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+                self.producer_state.forget_aborted_before(self.log_start_offset)
                 self._write_checkpoint(clean_shutdown=False)
             return deleted
 
@@ -414,8 +510,10 @@ class PartitionLog(PartitionRecovery, PartitionReads):
                     self.fs.remove(f"{self.directory}/{name}")
             self._durable_offset = min(self._durable_offset, self.log_end_offset)
             self.recovery_point = min(self.recovery_point, self.log_end_offset)
+            # Reload from the newest snapshot left: replaying from the log start alone would
+            # miss transactions that began before it (their markers would then hide nothing).
             self.producer_state = ProducerStateTable()
-            self._replay_producer_state(self.log_start_offset)
+            self._load_producer_state()
             self._write_checkpoint(clean_shutdown=False)
 
     # -- maintenance and shutdown ---------------------------------------------------------

@@ -1,22 +1,33 @@
-"""Idempotent-producer state of one partition.
+"""Idempotent and transactional producer state of one partition.
 
 For each producer id the log keeps the epoch and the last five batches' sequence ranges
 with their offsets (Kafka's ``NUM_BATCHES_TO_RETAIN``, matching a producer's limit of five
 in-flight requests). A retried batch that matches one of them is a duplicate: the append
-answers with the original offsets and writes nothing. The state is rebuilt on open from
-the latest snapshot plus the batch headers after it; no record is decoded.
+answers with the original offsets and writes nothing.
+
+Transactions: a producer's first transactional batch opens its transaction in this
+partition (``ongoing``: producer id → first offset); its COMMIT or ABORT marker closes it,
+and an abort is remembered as an :class:`AbortedTransaction` (first offset to the marker's
+offset) so that read_committed readers can skip its batches. The oldest open transaction's
+first offset is the partition's last stable offset.
+
+All of it is saved in the producer-state snapshot (written at every roll and clean close)
+and rebuilt on open from the newest snapshot plus the batches after it: only headers are
+read, and the one record of each transaction marker.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from .batch import BatchHeader
 from .errors import OutOfOrderSequenceError, ProducerFencedError
 
-__all__ = ["BatchSequence", "ProducerEntry", "ProducerStateTable"]
+__all__ = ["AbortedTransaction", "BatchSequence", "ProducerEntry", "ProducerStateTable"]
 
 BATCHES_RETAINED = 5
 _SEQUENCE_MODULUS = 1 << 31
@@ -27,6 +38,15 @@ class BatchSequence:
     first_sequence: int
     last_sequence: int
     base_offset: int
+    last_offset: int
+
+
+class AbortedTransaction(NamedTuple):
+    """An aborted transaction's range in one partition: its batches lie in
+    ``[first_offset, last_offset]``, and ``last_offset`` is the ABORT marker's offset."""
+
+    producer_id: int
+    first_offset: int
     last_offset: int
 
 
@@ -45,6 +65,10 @@ class ProducerEntry:
 class ProducerStateTable:
     def __init__(self) -> None:
         self.producers: dict[int, ProducerEntry] = {}
+        # Open transactions: producer id → the offset of its first transactional batch.
+        self.ongoing: dict[int, int] = {}
+        # Aborted transactions in marker order, so by ascending ``last_offset``.
+        self.aborted: list[AbortedTransaction] = []
 
     def check(self, header: BatchHeader, *, topic_partition: str) -> BatchSequence | None:
         """Check an idempotent batch before it is appended.
@@ -91,6 +115,8 @@ class ProducerStateTable:
             entry = ProducerEntry(header.producer_id, header.producer_epoch, now_ms)
             self.producers[header.producer_id] = entry
         entry.last_append_ms = now_ms
+        if header.is_transactional and header.producer_id not in self.ongoing:
+            self.ongoing[header.producer_id] = header.base_offset
         if header.base_sequence >= 0:
             entry.batches.append(
                 BatchSequence(
@@ -101,6 +127,48 @@ class ProducerStateTable:
                 )
             )
 
+    def check_marker(self, producer_id: int, producer_epoch: int, *, topic_partition: str) -> None:
+        """Refuse a transaction marker from an epoch older than the producer's."""
+        entry = self.producers.get(producer_id)
+        if entry is not None and producer_epoch < entry.epoch:
+            raise ProducerFencedError(
+                f"{topic_partition}: transaction marker for producer {producer_id} has epoch "
+                f"{producer_epoch}, older than the current epoch {entry.epoch}"
+            )
+
+    def end_transaction(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, offset: int, now_ms: int
+    ) -> AbortedTransaction | None:
+        """Record a COMMIT or ABORT marker written at ``offset``: close the producer's open
+        transaction (if any) and move its epoch up to ``producer_epoch``. Returns the
+        aborted range an abort of an open transaction adds."""
+        entry = self.producers.get(producer_id)
+        if entry is None or producer_epoch > entry.epoch:
+            # A new epoch forgets the old epoch's sequences, as a data batch's would.
+            entry = ProducerEntry(producer_id, producer_epoch, now_ms)
+            self.producers[producer_id] = entry
+        entry.last_append_ms = now_ms
+        first_offset = self.ongoing.pop(producer_id, None)
+        if first_offset is None or commit:
+            return None
+        aborted = AbortedTransaction(producer_id, first_offset, offset)
+        self.aborted.append(aborted)
+        return aborted
+
+    def aborted_overlapping(self, start: int, end: int) -> list[AbortedTransaction]:
+        """Aborted transactions whose range meets ``[start, end)``, by first offset."""
+        if not self.aborted or start >= end:
+            return []
+        # Entries before ``low`` ended before ``start``; later ones may have begun anywhere.
+        low = bisect.bisect_left(self.aborted, start, key=_last_offset)
+        found = [entry for entry in self.aborted[low:] if entry.first_offset < end]
+        found.sort(key=_first_offset)
+        return found
+
+    def forget_aborted_before(self, offset: int) -> None:
+        """Drop aborted ranges that end before ``offset`` (the new log start)."""
+        del self.aborted[: bisect.bisect_left(self.aborted, offset, key=_last_offset)]
+
     def last_offsets(self) -> dict[int, int]:
         """Each producer's last batch offset: what compaction must not erase."""
         return {
@@ -110,10 +178,10 @@ class ProducerStateTable:
         }
 
     def expire(self, now_ms: int, expiration_ms: int) -> int:
-        expired = [
+        expired = [  # a producer with an open transaction stays until its marker
             producer_id
             for producer_id, entry in self.producers.items()
-            if now_ms - entry.last_append_ms > expiration_ms
+            if now_ms - entry.last_append_ms > expiration_ms and producer_id not in self.ongoing
         ]
         for producer_id in expired:
             del self.producers[producer_id]
@@ -124,16 +192,41 @@ class ProducerStateTable:
             [entry.producer_id, entry.epoch, entry.last_append_ms, _rows(entry)]
             for entry in self.producers.values()
         ]
-        return json.dumps(rows).encode()
+        return json.dumps(
+            {
+                "producers": rows,
+                "ongoing": sorted(self.ongoing.items()),
+                "aborted": [list(entry) for entry in self.aborted],
+            }
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ProducerStateTable:
+        """The table a snapshot holds; raises ValueError or TypeError if it is damaged."""
         table = cls()
-        for producer_id, epoch, last_append_ms, batches in json.loads(data):
+        loaded: Any = json.loads(data)
+        if isinstance(loaded, list):  # the format before transactions: producers alone
+            loaded = {"producers": loaded}
+        if not isinstance(loaded, dict):
+            raise ValueError("a producer-state snapshot is a JSON object")
+        for producer_id, epoch, last_append_ms, batches in loaded.get("producers", []):
             entry = ProducerEntry(producer_id, epoch, last_append_ms)
             entry.batches.extend(BatchSequence(*row) for row in batches)
             table.producers[producer_id] = entry
+        table.ongoing = {int(pid): int(first) for pid, first in loaded.get("ongoing", [])}
+        table.aborted = [AbortedTransaction(*map(int, row)) for row in loaded.get("aborted", [])]
+        last_offsets = [entry.last_offset for entry in table.aborted]
+        if last_offsets != sorted(last_offsets):
+            raise ValueError("aborted transactions out of order in a producer-state snapshot")
         return table
+
+
+def _last_offset(entry: AbortedTransaction) -> int:
+    return entry.last_offset
+
+
+def _first_offset(entry: AbortedTransaction) -> int:
+    return entry.first_offset
 
 
 def _rows(entry: ProducerEntry) -> list[tuple[int, int, int, int]]:

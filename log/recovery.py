@@ -8,6 +8,13 @@ was acknowledged. The segment holding the recovery point and those after it are 
 batch by batch, CRC included, and cut at the first bad batch. Producer state is loaded
 from the newest snapshot and rolled forward from the batch headers after it.
 
+Transactions are part of the producer state: the snapshot holds the open transactions and
+the aborted-transaction index as of its offset, and rolling forward replays the
+transactional batches (which open transactions) and the markers after it (which close
+them; an ABORT adds its range to the index), reading the one record of each marker for its
+type. So the last stable offset and the aborted index after a restart or a crash are those
+of the batches that survived it. There is no separate ``.txnindex`` file.
+
 :class:`PartitionRecovery` holds these steps for :class:`~streamer.log.partition.PartitionLog`,
 which inherits them; it is not used on its own.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .batch import BatchHeader
+from .batch import CONTROL_ABORT, CONTROL_COMMIT, BatchHeader, control_type
 from .clock import Clock
 from .config import TopicConfig
 from .fs import Filesystem, read_json_object
@@ -240,14 +247,27 @@ class PartitionRecovery:
         self._replay_producer_state(start)
 
     def _replay_producer_state(self, offset: int) -> None:
-        """Roll producer state forward over the batch headers from ``offset``."""
+        """Roll producer state forward over the batches from ``offset``: headers, and the
+        record of each transaction marker."""
         now_ms = self.clock.time_ms()
-        for header in self._headers_from(offset):
-            if header.producer_id >= 0 and not header.is_control:
-                self.producer_state.update(header, now_ms)
+        state = self.producer_state
+        for segment, position, header in self._batches_from(offset):
+            if header.producer_id < 0:
+                continue
+            if not header.is_control:
+                state.update(header, now_ms)
+                continue
+            marker = control_type(segment.file.pread(header.size, position))
+            if marker in (CONTROL_ABORT, CONTROL_COMMIT):
+                state.end_transaction(
+                    header.producer_id, header.producer_epoch,
+                    commit=marker == CONTROL_COMMIT, offset=header.base_offset, now_ms=now_ms,
+                )  # fmt: skip
 
-    def _headers_from(self, offset: int) -> list[BatchHeader]:
-        headers = []
+    def _batches_from(self, offset: int) -> list[tuple[Segment, int, BatchHeader]]:
+        """``(segment, position, header)`` of each readable batch ending at or after
+        ``offset``."""
+        batches = []
         for segment in self.segments:
             if segment.next_offset <= offset:
                 continue
@@ -258,5 +278,5 @@ class PartitionRecovery:
                 if isinstance(item, ScanStop):
                     break
                 if item[1].last_offset >= offset:
-                    headers.append(item[1])
-        return headers
+                    batches.append((segment, *item))
+        return batches

@@ -19,8 +19,11 @@ the assignors (range, roundrobin, sticky, cooperative-sticky) run in the clients
 
 Not kept: group membership across restarts (only offsets are durable, so after a restart
 members rejoin, as after a coordinator move in Kafka), offset expiry
-(``offsets.retention.minutes``: committed offsets stay until DeleteGroups), transactional
-offset commits, and KIP-848's consumer protocol.
+(``offsets.retention.minutes``: committed offsets stay until DeleteGroups) and KIP-848's
+consumer protocol. Transactional offset commits are held by the transaction coordinator
+(:mod:`streamer.log.transactions`), which checks them with
+:meth:`GroupCoordinator.txn_commit_error` and writes them to the offset store when their
+transaction commits.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ class GroupCoordinator(GroupMembership):
         ``retention_ms`` (OffsetCommit v2–v4) is accepted and ignored: offsets do not expire.
         """
         error = self._commit_error(group_id, generation_id, member_id, group_instance_id)
-        codes = [error if error is not ErrorCode.NONE else self._offset_error(*o[:2], o[4])
+        codes = [error if error is not ErrorCode.NONE else self.offset_error(*o[:2], o[4])
                  for o in offsets]  # fmt: skip
         timestamp_ms = self.clock.time_ms()
         updates: list[OffsetUpdate] = [
@@ -232,7 +235,40 @@ class GroupCoordinator(GroupMembership):
         member.heard_from(self.clock.monotonic_ms())  # a commit shows the member is alive
         return ErrorCode.NONE
 
-    def _offset_error(self, topic: str, partition: int, metadata: str | None) -> ErrorCode:
+    def txn_commit_error(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
+    ) -> ErrorCode:
+        """Whether a transactional commit (TxnOffsetCommit) may record offsets for the group.
+
+        Kafka's checks: a producer that names no member (v0-2, or generation -1 and no ids)
+        is not checked; one that does (v3+, KIP-447) must be the group's current member at
+        its current generation, so a worker that lost its partitions in a rebalance cannot
+        commit their offsets.
+        """
+        inactive = self._inactive_error()
+        if inactive is not None:
+            return inactive
+        if not fits_string(group_id):
+            return ErrorCode.INVALID_GROUP_ID
+        group = self._groups.get(group_id)
+        if group is not None and group.state is GroupState.DEAD:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if generation_id < 0 and not member_id and group_instance_id is None:
+            return ErrorCode.NONE
+        if group is None:
+            return ErrorCode.UNKNOWN_MEMBER_ID if member_id else ErrorCode.ILLEGAL_GENERATION
+        if group_instance_id is not None and (
+            group.static_members.get(group_instance_id, member_id) != member_id
+        ):
+            return ErrorCode.FENCED_INSTANCE_ID  # a newer incarnation took this instance id
+        if member_id and member_id not in group.members:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if generation_id != group.generation_id:
+            return ErrorCode.ILLEGAL_GENERATION
+        return ErrorCode.NONE
+
+    def offset_error(self, topic: str, partition: int, metadata: str | None) -> ErrorCode:
+        """Whether one offset may be committed: its names and metadata fit (any commit)."""
         if not topic or not fits_string(topic):
             return ErrorCode.INVALID_TOPIC_EXCEPTION
         if partition < 0:

@@ -1,49 +1,47 @@
-"""InitProducerId (key 22), v0-4 (v2+ flexible): a producer id and epoch for an idempotent
-producer.
+"""InitProducerId (key 22), v0-4 (v2+ flexible): a producer id and epoch, for an idempotent
+or a transactional producer.
 
-Ids come from the node's durable allocator (:mod:`streamer.log.cluster`), so none is
-reused after a restart. From v3 (KIP-360) an idempotent producer that sends its current id
-and epoch gets the epoch bumped, which resets its sequence numbers after an error it could
-not otherwise recover from; at the last epoch it gets a fresh id.
+Without a transactional id: a fresh id from the node's durable allocator
+(:mod:`streamer.log.cluster`), or (v3+, KIP-360) the producer's own id with its epoch bumped,
+which resets its sequence numbers after an error it could not otherwise recover from; at
+the last epoch it gets a fresh id. With one: the transaction coordinator's answer
+(:meth:`~streamer.log.transactions.TransactionCoordinator.init_producer_id`), which fences
+the id's previous producer.
 
-Skipped: transactional ids (refused until the transaction coordinator exists).
+A fenced producer is answered PRODUCER_FENCED from v4, INVALID_PRODUCER_EPOCH before.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import TYPE_CHECKING
 
+from ..errors import LogError
 from ..protocol.error_codes import ErrorCode
 from ..protocol.messages.init_producer_id import InitProducerIdRequest, InitProducerIdResponse
+from ..transactions.errors import response_code
 
 if TYPE_CHECKING:
     from ..broker import Broker
     from ..server import RequestContext
 
-logger = logging.getLogger("streamer.broker")
-
-EPOCH_MAX = 32767  # an int16
+PRODUCER_FENCED_SINCE = 4
 
 
 async def handle(
     broker: Broker, context: RequestContext, request: InitProducerIdRequest
 ) -> InitProducerIdResponse:
-    if request.transactional_id is not None:
-        logger.warning(
-            "client %s asked for transactional id %r: transactions are not served yet",
-            context.header.client_id, request.transactional_id,
+    try:
+        producer_id, producer_epoch = await broker.transactions.init_producer_id(
+            request.transactional_id,
+            request.transaction_timeout_ms,
+            request.producer_id,
+            request.producer_epoch,
         )
+    except LogError as error:
+        fenced = context.version >= PRODUCER_FENCED_SINCE
         return InitProducerIdResponse(
-            error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            error_code=response_code(error, producer_fenced=fenced), producer_epoch=-1
         )
-    if request.producer_id >= 0 and 0 <= request.producer_epoch < EPOCH_MAX:
-        return InitProducerIdResponse(
-            error_code=ErrorCode.NONE,
-            producer_id=request.producer_id,
-            producer_epoch=request.producer_epoch + 1,
-        )
-    producer_id = await asyncio.to_thread(broker.cluster.next_producer_id)
-    return InitProducerIdResponse(error_code=ErrorCode.NONE, producer_id=producer_id,
-                                  producer_epoch=0)
+    return InitProducerIdResponse(
+        error_code=ErrorCode.NONE, producer_id=producer_id, producer_epoch=producer_epoch
+    )

@@ -1,8 +1,9 @@
 """ListOffsets (key 2), v1-5: the earliest (-2) or latest (-1) offset of a partition, or the
 first offset whose timestamp is at or after a given one.
 
-``read_committed`` gets the last stable offset as "latest", which equals the high watermark
-until transactions exist. Skipped: -3 (the offset of the largest timestamp, v7+).
+``read_committed`` (v2+) gets the last stable offset as "latest": the first offset of the
+oldest open transaction, else the high watermark. Skipped: -3 (the offset of the largest
+timestamp, v7+).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from ..errors import LogError
 from ..partition import PartitionLog
 from ..protocol.error_codes import ErrorCode
+from ..protocol.messages.fetch import READ_COMMITTED
 from ..protocol.messages.list_offsets import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
@@ -32,11 +34,14 @@ if TYPE_CHECKING:
 async def handle(
     broker: Broker, context: RequestContext, request: ListOffsetsRequest
 ) -> ListOffsetsResponse:
+    committed = request.isolation_level == READ_COMMITTED
     return ListOffsetsResponse(
         topics=[
             ListOffsetsTopicResponse(
                 name=topic.name,
-                partitions=[_lookup(broker, topic.name, wanted) for wanted in topic.partitions],
+                partitions=[
+                    _lookup(broker, topic.name, wanted, committed) for wanted in topic.partitions
+                ],
             )
             for topic in request.topics
         ]
@@ -44,13 +49,14 @@ async def handle(
 
 
 def _lookup(
-    broker: Broker, topic: str, wanted: ListOffsetsPartition
+    broker: Broker, topic: str, wanted: ListOffsetsPartition, committed: bool
 ) -> ListOffsetsPartitionResponse:
     index = wanted.partition_index
     try:
         partition = broker.partition(topic, index, create=False)
         if wanted.timestamp == LATEST_TIMESTAMP:
-            offset, timestamp = partition.high_watermark, -1
+            latest = partition.last_stable_offset if committed else partition.high_watermark
+            offset, timestamp = latest, -1
         elif wanted.timestamp == EARLIEST_TIMESTAMP:
             offset, timestamp = partition.log_start_offset, -1
         elif wanted.timestamp < 0:

@@ -4,7 +4,9 @@ Batches are appended in request order on the event loop (idempotent producers pi
 to five requests per partition and rely on that order); ``acks=all`` then waits for the
 fsync that makes them durable, shared with concurrent requests. ``acks`` 0 and 1 answer
 after the append and start the fsync in the background. A topic that does not exist is
-auto-created when the broker allows it.
+auto-created when the broker allows it. A transactional producer's batch is appended only to
+a partition of its open transaction (checked with the transaction coordinator, as KIP-890's
+verification does), so a write delivered after its transaction ended is refused.
 
 Skipped: ``timeout_ms`` (one replica: nothing to wait for but the local fsync).
 """
@@ -42,7 +44,9 @@ async def handle(
     for topic in request.topics:
         results = []
         for data in topic.partitions:
-            result, written, up_to = _append(broker, topic.name, data.index, data.records)
+            result, written, up_to = _append(
+                broker, topic.name, data.index, data.records, request.transactional_id
+            )
             results.append(result)
             if written is not None:
                 durable.append((written, up_to, result))
@@ -58,7 +62,7 @@ async def handle(
 
 
 def _append(
-    broker: Broker, topic: str, index: int, records: bytes | None
+    broker: Broker, topic: str, index: int, records: bytes | None, transactional_id: str | None
 ) -> tuple[ProducePartitionResponse, PartitionLog | None, int]:
     """The partition's response, and the partition and offset an fsync must reach."""
     if not records:
@@ -68,6 +72,14 @@ def _append(
             index=index, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
             error_message=f"{topic} is an internal topic",
         ), None, 0
+    if transactional_id is not None:  # only a transaction's batch goes to its partitions
+        refused = broker.transactions.verify_produce(transactional_id, topic, index, records)
+        if refused != ErrorCode.NONE:
+            return ProducePartitionResponse(
+                index=index, error_code=refused,
+                error_message=f"{topic}/{index} is not in the open transaction of "
+                              f"{transactional_id!r}",
+            ), None, 0  # fmt: skip
     try:
         partition = broker.partition(topic, index, create=True)
         appended = partition.append(records, wait_durable=False)

@@ -18,8 +18,8 @@ are never processed (seen here: one input partition's committed offset stuck mid
 the consumer at the end). That is the race of faust-streaming#216 in another branch of the
 same code; the broker answers every request right.
 
-Processing is at-least-once, the frameworks' default: ``streamer broker`` does not serve
-transactions yet.
+Processing is at-least-once, the frameworks' default (transactions are tested with the
+clients themselves in ``test_transactions.py``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""TxnOffsetCommit (key 28), v0-2; flexible versions (3+) and group membership checks (3+,
-KIP-447) are not served.
+"""TxnOffsetCommit (key 28), v0-3, flexible from v3; v4+ (KIP-890) are not served.
+
+v3 (KIP-447) names the consumer-group member the producer commits for, so that a member
+fenced by a rebalance cannot commit the offsets of partitions it lost.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class TxnOffsetCommitRequest:
     group_id: str = f(STRING)
     producer_id: int = f(INT64)
     producer_epoch: int = f(INT16)
+    generation_id: int = f(INT32, since=3, default=-1)
+    member_id: str = f(STRING, since=3)
+    group_instance_id: str | None = f(NULLABLE_STRING, since=3)
     topics: list[TxnOffsetCommitRequestTopic] = f(array(TxnOffsetCommitRequestTopic))
 
 
@@ -48,4 +53,6 @@ class TxnOffsetCommitResponse:
     topics: list[TxnOffsetCommitResponseTopic] = f(array(TxnOffsetCommitResponseTopic))
 
 
-API = Api(28, "TxnOffsetCommit", TxnOffsetCommitRequest, TxnOffsetCommitResponse, 0, 2)
+API = Api(
+    28, "TxnOffsetCommit", TxnOffsetCommitRequest, TxnOffsetCommitResponse, 0, 3, flexible_from=3
+)
