@@ -1,5 +1,6 @@
 """What ``streamer bench pipeline`` and ``streamer bench stateful`` share: the app's child
-process (:class:`Child`), the broker watch (:func:`watch_broker`), one run on a fresh log
+process (:class:`Child`), the broker watches (:func:`watch_broker`, and
+:func:`watch_committed` for exactly-once apps), one run on a fresh log
 (:func:`run_on_fresh_log`) and bits of the report; :func:`print_notes_and_failures` serves
 ``streamer bench broker`` too."""
 
@@ -42,7 +43,7 @@ __all__ = [
     "Runs", "Session",
     "difference", "importable", "kafka_error", "median_text", "package_versions",
     "print_notes_and_failures", "ratio_of", "ratio_texts", "report_table", "run_on_fresh_log",
-    "runs_text", "sample_figures", "short", "show_report", "watch_broker",
+    "runs_text", "sample_figures", "short", "show_report", "watch_broker", "watch_committed",
 ]
 
 WATCH_INTERVAL_S = 0.02  # ListOffsets of the output topic, while a broker app runs
@@ -152,6 +153,38 @@ def watch_broker(bootstrap: str, topic: str, expected: int, child: Child) -> tup
         if now - progress_at > STALL_S_MAX:
             raise RunFailed(f"{outputs} of {expected} outputs, none new in {STALL_S_MAX:.0f} s"
                             f"{child.tail()}")
+        child.check_alive()
+        time.sleep(WATCH_INTERVAL_S)
+
+
+def watch_committed(
+    bootstrap: str, group: str, topic: str, partitions: int, expected: int, child: Child,
+) -> tuple[float, float]:
+    """Poll ``group``'s committed offsets of ``topic`` until they cover ``expected`` input
+    events (an exactly-once app: its outputs are visible once the transaction that commits
+    those offsets has committed); returns the monotonic times of the first move and the
+    last."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    request = [ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in range(partitions)])]
+    first_at: float | None = None
+    last, progress_at = 0, time.monotonic()
+    while True:
+        found = admin.list_consumer_group_offsets(request)[group].result()
+        committed = sum(max(tp.offset, 0) for tp in found.topic_partitions)
+        now = time.monotonic()
+        if committed != last:
+            last, progress_at = committed, now
+            first_at = first_at or now
+        if committed >= expected:
+            assert first_at is not None
+            return first_at, now
+        if now - progress_at > STALL_S_MAX:
+            raise RunFailed(f"{committed} of {expected} input offsets committed, none new in "
+                            f"{STALL_S_MAX:.0f} s{child.tail()}")
         child.check_alive()
         time.sleep(WATCH_INTERVAL_S)
 

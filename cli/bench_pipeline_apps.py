@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 if TYPE_CHECKING:
     from streamer import App
@@ -194,7 +194,10 @@ def run_quixstreams(settings: ChildSettings) -> None:
     run_quix(settings, APP_ID, settings.input_topic, lambda sdf: sdf.filter(keep).apply(reshape))
 
 
-def run_quix(settings: Any, app_id: str, input_topic: str, build: Callable[[Any], Any]) -> None:
+def run_quix(
+    settings: Any, app_id: str, input_topic: str, build: Callable[[Any], Any], *,
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once",
+) -> None:
     """A quixstreams app, group ``app_id``, from ``input_topic`` (JSON) through
     ``build(dataframe)`` to the output topic; says ``start`` and runs until SIGTERM."""
     from quixstreams import Application
@@ -202,7 +205,7 @@ def run_quix(settings: Any, app_id: str, input_topic: str, build: Callable[[Any]
     app = Application(
         broker_address=settings.bootstrap, consumer_group=app_id,
         auto_offset_reset="earliest", state_dir=os.path.join(settings.state_dir, "quix"),
-        loglevel="WARNING",
+        loglevel="WARNING", processing_guarantee=processing_guarantee,
     )
     views = app.topic(input_topic, value_deserializer="json")
     out = app.topic(settings.output_topic, value_serializer="json")

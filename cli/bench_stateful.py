@@ -6,6 +6,9 @@ The workloads (the apps are in :mod:`streamer.cli.bench_stateful_apps`):
 count     500,000 JSON page views keyed by user (1,000 users, ``--keys``), 4 partitions; a
           count per user in a RocksDB-backed table, and the new count sent to an output topic
           for every event: one output per input event on both frameworks, the same work
+count-eos the same count exactly once: streamer's ``processing_guarantee="exactly_once"``,
+          quixstreams' ``"exactly-once"``: outputs, changelog and offsets committed together
+          in transactions
 window     the same events, whose record timestamps rise evenly over 1,000 s; a count per user
           in 10-second tumbling windows of event time, grace 0, each window sent once when it
           closes (final emit): about 100 windows per user
@@ -21,21 +24,28 @@ framework reads the same prebuilt events in the same partitions (Kafka's murmur2
 with the same timestamps; its child process imports its framework and builds its app, says
 ``start`` and runs. **Completion**, for count and window: every expected output is in the
 output topic's high watermark (visible to a consumer), watched every 20 ms with ListOffsets by
-this process, or every 5 ms by streamer-embedded itself. Count expects one output per event;
-window one per (user, window) that closes, computed here from the input with the rule both
-frameworks follow (:meth:`~streamer.cli.bench_stateful_events.Events.closed_windows`: a
-window closes when its partition's largest event time reaches its end; the last window of
-each partition stays open and is not expected; quixstreams runs with
-``closing_strategy="partition"`` to close windows that way). **Correctness**, after the app
-and broker stopped, from the log's files: count's output holds, for each user with N events,
-the counts 1 … N exactly once (so the table counted every event once); window's output holds
-each closed window once with its exact count and bounds; otherwise the run fails. For recovery
+this process, or every 5 ms by streamer-embedded itself; for count-eos, whose outputs become
+visible only when their transaction commits (and whose markers take offsets of their own),
+the group's committed offsets covering every input event, as the same transactions commit
+them (OffsetFetch every 20 ms; streamer-embedded reads its own group every 5 ms). Count
+expects one output per event; window one per (user, window) that closes, computed here
+from the input with the rule both frameworks follow
+(:meth:`~streamer.cli.bench_stateful_events.Events.closed_windows`: a window closes when its
+partition's largest event time reaches its end; the last window of each partition stays
+open and is not expected; quixstreams runs with ``closing_strategy="partition"`` to close
+windows that way). **Correctness**, after the app and broker stopped, from the log's files:
+count's output holds, for each user with N events, the counts 1 … N exactly once (so the
+table counted every event once; count-eos's output is read as ``read_committed`` reads it:
+no markers, nothing aborted); window's output holds each closed window once with its exact
+count and bounds; otherwise the run fails. For recovery
 the app watches its table in-process: done when every partition is restored and served; then
 (untimed) it reads the whole table back: exactly the changelog's keys, each with its value.
 
 events/s = input events / seconds from ``start`` to done, keys/s likewise for recovery; the
 medians over ``--runs``, and the ratios to quixstreams beside the issue's goals:
-streamer-embedded ≥ 3×, streamer-kafka ≥ 1.5× on count and window; recovery ≥ 300,000 keys/s.
+streamer-embedded ≥ 3×, streamer-kafka ≥ 1.5× on count, count-eos and window; recovery ≥
+300,000 keys/s; and count-eos over count for each framework (exactly-once within 15% of
+at-least-once: ≥ 0.85).
 """
 
 from __future__ import annotations
@@ -50,9 +60,17 @@ from typing import Any
 
 from rich.console import Console
 from streamer.cli import bench_harness as harness
-from streamer.cli.bench_stateful_apps import FRAMEWORKS, WORKLOADS, ChildSettings, output_topic
+from streamer.cli.bench_stateful_apps import (
+    EXACTLY_ONCE,
+    FRAMEWORKS,
+    WORKLOADS,
+    ChildSettings,
+    output_topic,
+)
 from streamer.cli.bench_stateful_events import (
+    APP_ID,
     EVENT_TIME_SPAN_MS,
+    INPUT_TOPIC,
     PARTITIONS,
     WINDOW_MS,
     Changelog,
@@ -66,6 +84,7 @@ from streamer.cli.bench_stateful_events import (
     load_changelog_broker,
     load_changelog_log,
     load_log,
+    read_committed_topic,
     read_topic,
 )
 from streamer.cli.broker_process import RunningBroker
@@ -73,6 +92,7 @@ from streamer.cli.broker_process import RunningBroker
 __all__ = ["parse_only", "run_stateful_benchmark"]
 
 GOALS = {"streamer-embedded": 3.0, "streamer-kafka": 1.5}  # × quixstreams, count and window
+EXACTLY_ONCE_GOAL = 0.85  # count-eos over count, per framework: within 15%
 RECOVERY_GOAL_KEYS_S = 300_000
 REFERENCE = "quixstreams"
 CHECK_S_MAX = 300.0  # recovery: the app reading its whole table back, after the clock
@@ -129,8 +149,8 @@ def _run_all(
             items = outputs = inputs.recovery_keys
         else:
             items = inputs.event_count
-            outputs = (items if workload == "count"
-                       else len(inputs.events.closed_windows(items)))
+            outputs = (len(inputs.events.closed_windows(items)) if workload == "window"
+                       else items)
         measurements[(workload, framework)] = Measurement(items, outputs, workload, framework)
     for run in range(1, runs + 1):
         for m in measurements.values():  # they take turns, so drift spreads over all
@@ -158,6 +178,8 @@ def _run_one(
     def check(data: str) -> None:
         if m.workload == "count":
             check_counts(read_topic(data, topic), inputs.events.counts(m.items))
+        elif m.workload in EXACTLY_ONCE:
+            check_counts(read_committed_topic(data, topic), inputs.events.counts(m.items))
         elif m.workload == "window":
             check_windows(read_topic(data, topic), inputs.events.closed_windows(m.items))
 
@@ -200,6 +222,9 @@ def _measure(
         broker_start = None if broker is None else broker.cpu_seconds()
         if settings.workload == "recovery" or broker is None:  # the app watches itself
             done = child.wait_for("done", harness.RUN_S_MAX)
+        elif settings.workload in EXACTLY_ONCE:
+            first, done = harness.watch_committed(broker.bootstrap, APP_ID, INPUT_TOPIC,
+                                                  PARTITIONS, settings.expected, child)
         else:
             first, done = harness.watch_broker(broker.bootstrap, settings.output_topic,
                                                settings.expected, child)
@@ -364,6 +389,13 @@ def _ratios(measurements: dict[tuple[str, str], Measurement]) -> list[dict[str, 
                 "goal": 1.0, "goal_keys_per_s": RECOVERY_GOAL_KEYS_S,
             })
             continue
+        at_least_once = measurements.get(("count", framework))
+        if workload in EXACTLY_ONCE and at_least_once is not None:
+            ratios.append({
+                "workload": workload, "framework": framework, "over": "count",
+                "ratio": harness.ratio_of(m.median_rate(), at_least_once.median_rate()),
+                "goal": EXACTLY_ONCE_GOAL,
+            })
         reference = measurements.get((workload, REFERENCE))
         if framework == REFERENCE or reference is None:
             continue
@@ -382,19 +414,24 @@ def _ratios(measurements: dict[tuple[str, str], Measurement]) -> list[dict[str, 
 def _print_table(console: Console, report: dict[str, Any]) -> None:
     table = harness.report_table(
         "streamer bench stateful: input events/s (recovery: keys/s), start → done",
-        ("workload", "framework", "per s", "min–max", "app s", "brk s", "runs", "ratio", "goal"),
+        ("workload", "framework", "per s", "min–max", "app s", "brk s", "runs", "ratio", "goal",
+         "÷count", "goal"),
         left=2)
-    ratios = {(r["workload"], r["framework"]): r for r in report["ratios"]}
+    ratios = {(r["workload"], r["framework"], r["over"] == "count"): r for r in report["ratios"]}
     for m in report["measurements"]:
-        table.add_row(*_row(m, ratios.get((m["workload"], m["framework"]))))
+        where = (m["workload"], m["framework"])
+        table.add_row(*_row(m, ratios.get((*where, False)), ratios.get((*where, True))))
     console.print(table)
     _print_caption(console, report)
 
 
-def _row(m: dict[str, Any], ratio: dict[str, Any] | None) -> list[str]:
+def _row(m: dict[str, Any], ratio: dict[str, Any] | None,
+         over_count: dict[str, Any] | None) -> list[str]:
+    """``ratio``: over quixstreams (recovery: over its goal); ``over_count``: count-eos
+    over the same framework's count."""
     first = [m["workload"], m["framework"]]
     if m["per_s_median"] is None:
-        return [*first, "n/a", "", "", "", harness.runs_text(m), "", ""]
+        return [*first, "n/a", "", "", "", harness.runs_text(m), "", "", "", ""]
     ratio_text, goal_text = harness.ratio_texts(ratio)
     if ratio_text and ratio is not None and ratio["over"] == "goal":
         goal_text = f"≥{harness.short(ratio['goal_keys_per_s'])}/s"
@@ -402,7 +439,7 @@ def _row(m: dict[str, Any], ratio: dict[str, Any] | None) -> list[str]:
     return [
         *first, f"{m['per_s_median']:,}", _range(low, high),
         harness.median_text(m["app_cpu_seconds"]), harness.median_text(m["broker_cpu_seconds"]),
-        harness.runs_text(m), ratio_text, goal_text,
+        harness.runs_text(m), ratio_text, goal_text, *harness.ratio_texts(over_count),
     ]
 
 
@@ -425,7 +462,9 @@ def _print_caption(console: Console, report: dict[str, Any]) -> None:
         f"[dim]Medians of {settings['runs']} runs. {settings['events']:,} JSON events, "
         f"{settings['keys']:,} keys, {settings['partitions']} partitions, event times over "
         f"{settings['event_time_span_ms'] / 1000:,.0f} s. count: a per-key count in a RocksDB "
-        "table, (user, count) sent per event; window: per-key counts in 10 s tumbling "
+        "table, (user, count) sent per event; count-eos: the same, exactly once "
+        "(transactions; done when the committed input offsets cover every event, the output "
+        "read back read_committed); window: per-key counts in 10 s tumbling "
         f"windows, sent once closed; {recovery}Each run a fresh log: streamer-embedded's "
         "folder, the others' own `streamer broker`, loaded before the clock; the clock runs "
         "from the app's start (imports done; start-up and group join included) to every "
@@ -437,7 +476,8 @@ def _print_caption(console: Console, report: dict[str, Any]) -> None:
         f"load {machine['load_average_1_5_15'][0]:.2f} before, Python {machine['python']}, "
         f"{machine['filesystem']} on {machine['device']}. app s, brk s: CPU seconds of the "
         "app's process and of its broker, start → done; ratio: the median over quixstreams' "
-        "median (recovery: over the goal).[/]",
+        "median (recovery: over the goal); ÷count: count-eos's median over the same "
+        "framework's count.[/]",
         highlight=False,
     )
     for m in report["measurements"]:

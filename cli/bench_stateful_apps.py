@@ -9,6 +9,10 @@ count    a keyed count kept in a RocksDB-backed table, and for every event the k
          streamer: ``n = counts[user] + 1; counts[user] = n; await out.send(...)`` in an agent;
          quixstreams: ``sdf.apply(count, stateful=True).to_topic(out)``, ``count`` doing
          ``state.get`` and ``state.set``
+count-eos  the same keyed count, exactly once: streamer with
+         ``processing_guarantee="exactly_once"``, quixstreams with
+         ``processing_guarantee="exactly-once"``; each checkpoint (streamer) or commit
+         (quixstreams) is a transaction holding the outputs, the changelog and the offsets
 window   a count per key in 10-second tumbling windows of event time (the record
          timestamp), grace 0, each window sent once, when it closes, to
          :data:`WINDOWS_TOPIC`: streamer:
@@ -31,7 +35,10 @@ protocol (``broker=kafka://HOST:PORT``, a ``streamer broker``); quixstreams agai
 As in :mod:`streamer.cli.bench_pipeline_apps`, a child imports its framework and builds its
 app first, then prints ``start`` and runs until SIGTERM; the harness watches the output
 topic's end offsets, except for streamer-embedded, which watches its own (nobody else can
-open its log while it runs) and stops itself once every output is durable.
+open its log while it runs) and stops itself once every output is durable. Exactly once,
+outputs become visible only with their transaction's commit, which also commits the input
+offsets: there the group's committed offsets are watched instead, every output being
+visible (and durable) once they cover every input event.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.cli.bench_pipeline_apps import (
     JsonSettings,
@@ -69,12 +76,14 @@ from streamer.cli.bench_stateful_events import (
 
 if TYPE_CHECKING:
     from streamer import App
+    from streamer.app import ProcessingGuarantee
     from streamer.tables import Table
 
-__all__ = ["FRAMEWORKS", "WORKLOADS", "ChildSettings", "main", "output_topic"]
+__all__ = ["EXACTLY_ONCE", "FRAMEWORKS", "WORKLOADS", "ChildSettings", "main", "output_topic"]
 
 FRAMEWORKS = ("streamer-embedded", "streamer-kafka", "quixstreams")
-WORKLOADS = ("count", "window", "recovery")
+WORKLOADS = ("count", "count-eos", "window", "recovery")
+EXACTLY_ONCE = frozenset({"count-eos"})  # the workloads run with transactions
 WINDOW_NAME = "counts-10s"
 WATCH_INTERVAL_S = 0.005  # recovery: how often the app looks at its table's partitions
 STALL_S_MAX = 120.0  # recovery: no partition restored for this long and it gives up
@@ -93,7 +102,8 @@ class ChildSettings(JsonSettings):  # type: ignore[misc]  # mypy sees streamer.c
 
 
 def output_topic(workload: str) -> str:
-    topics: dict[str, str] = {"count": COUNTS_TOPIC, "window": WINDOWS_TOPIC, "recovery": ""}
+    topics: dict[str, str] = {"count": COUNTS_TOPIC, "count-eos": COUNTS_TOPIC,
+                              "window": WINDOWS_TOPIC, "recovery": ""}
     return topics[workload]
 
 
@@ -107,8 +117,11 @@ def streamer_app(broker: str, settings: ChildSettings) -> tuple[App, Table | Non
 
     import streamer
 
+    guarantee: ProcessingGuarantee = (
+        "exactly_once" if settings.workload in EXACTLY_ONCE else "at_least_once")
     app = streamer.App(APP_ID, broker=broker, listen=None,
-                       state_dir=os.path.join(settings.state_dir, "state"))
+                       state_dir=os.path.join(settings.state_dir, "state"),
+                       processing_guarantee=guarantee)
     views = app.topic(INPUT_TOPIC, value_type=dict, partitions=settings.partitions)
     if settings.workload == "window":
         out = app.topic(settings.output_topic, value_type=dict, partitions=settings.partitions)
@@ -122,7 +135,7 @@ def streamer_app(broker: str, settings: ChildSettings) -> tuple[App, Table | Non
 
         return app, None
     counts = app.table(TABLE, default=int, partitions=settings.partitions)
-    if settings.workload == "count":
+    if settings.workload in ("count", "count-eos"):
         out = app.topic(settings.output_topic, value_type=dict, partitions=settings.partitions)
 
         @app.agent(views)
@@ -149,7 +162,9 @@ def run_streamer(settings: ChildSettings) -> None:
     restored = _RestoreLog() if settings.workload == "recovery" else None
 
     async def watch(stop: asyncio.Event) -> None:
-        if restored is None:
+        if restored is None and settings.workload in EXACTLY_ONCE:
+            await _watch_committed(app, settings, stop)
+        elif restored is None:
             await _watch_embedded(app, settings, stop)
         else:
             assert counts is not None
@@ -157,6 +172,39 @@ def run_streamer(settings: ChildSettings) -> None:
 
     watches = restored is not None or settings.framework == "streamer-embedded"
     run_until_stopped(app, settings, watch if watches else None)
+
+
+async def _watch_committed(app: App, settings: ChildSettings, stop: asyncio.Event) -> None:
+    """Exactly once, embedded: read the group's committed offsets in this process until
+    they cover every input event (then every output is visible and durable: the
+    transactions that committed them did so after their markers were fsynced); stop."""
+    from streamer.transport.embedded import EmbeddedTransport
+
+    while app.worker is None or not app.worker.consuming:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+    transport = app.worker.transport
+    assert isinstance(transport, EmbeddedTransport)
+    groups = transport.broker.groups
+    wanted = [(INPUT_TOPIC, p) for p in range(settings.partitions)]
+    first_at = None
+    last, progress_at = 0, time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        now = time.monotonic()
+        committed = sum(max(c.offset, 0) for c in groups.fetch_offsets(APP_ID, wanted).partitions)
+        if committed != last:
+            last, progress_at = committed, now
+            if first_at is None:
+                first_at = now
+                tell(first=now)
+        if committed >= settings.expected:
+            tell(done=now, outputs=committed)
+            tell(durable=now)
+            stop.set()
+        elif now - progress_at > STALL_S_MAX:
+            tell(failed=f"{committed} of {settings.expected} input offsets committed, none "
+                        f"new in {STALL_S_MAX} s")
+            stop.set()
 
 
 class _RestoreLog(logging.Handler):
@@ -235,7 +283,9 @@ def run_quixstreams(settings: ChildSettings) -> None:
                 .count().final(closing_strategy="partition")
         return sdf.apply(quix_count, stateful=True)
 
-    run_quix(settings, APP_ID, INPUT_TOPIC, build)
+    guarantee: Literal["at-least-once", "exactly-once"] = (
+        "exactly-once" if settings.workload in EXACTLY_ONCE else "at-least-once")
+    run_quix(settings, APP_ID, INPUT_TOPIC, build, processing_guarantee=guarantee)
 
 
 # -- the child -----------------------------------------------------------------------------

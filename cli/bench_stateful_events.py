@@ -13,8 +13,10 @@ record per key, the value a JSON integer that :func:`recovered_value` can recomp
 with :func:`load_changelog_log` or :func:`load_changelog_broker`.
 
 After a run, with every process stopped, :func:`read_topic` reads an output topic back from
-the log's files, and :func:`check_counts` and :func:`check_windows` compare it with what the
-input makes.
+the log's files (:func:`read_committed_topic` as a ``read_committed`` consumer would: below
+the last stable offset, without markers and aborted transactions, for the exactly-once
+runs), and :func:`check_counts` and :func:`check_windows` compare it with what the input
+makes.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ __all__ = [
     "PARTITIONS", "TABLE", "WINDOWS_TOPIC", "WINDOW_MS", "Changelog", "Events", "RunFailed",
     "build_changelog", "build_events", "changelog_key", "check_counts", "check_windows",
     "end_offsets", "load_broker", "load_changelog_broker", "load_changelog_log", "load_log",
-    "read_topic", "recovered_value",
+    "read_committed_topic", "read_topic", "recovered_value",
 ]
 
 APP_ID = "bench"
@@ -186,6 +188,31 @@ def read_topic(folder: str, topic: str) -> list[tuple[bytes | None, Any]]:
     """Every record of ``topic`` in the log in ``folder`` (its process stopped), as its key
     and its JSON-decoded value."""
     return [(key, value) for _, _, key, value in read_records(folder, topic)]
+
+
+def read_committed_topic(folder: str, topic: str) -> list[tuple[bytes | None, Any]]:
+    """:func:`read_topic` as ``read_committed`` reads it: the records of committed
+    transactions (and of no transaction), below each partition's last stable offset."""
+    import orjson
+
+    from streamer.events import TopicPartition
+    from streamer.transport.embedded_consumer import decode_committed
+
+    records: list[tuple[bytes | None, Any]] = []
+    with opened_log(folder) as log:
+        for p in range(PARTITIONS):
+            partition = log.partition(topic, p)
+            tp = TopicPartition(topic, p)
+            offset, end = partition.log_start_offset, partition.last_stable_offset
+            aborted = partition.aborted_ranges(offset, end)
+            while offset < end:
+                events, after = decode_committed(tp, partition.read(offset).records, offset,
+                                                 end, aborted)
+                records.extend((e.key, orjson.loads(e.value or b"null")) for e in events)
+                if after <= offset:
+                    raise RunFailed(f"{topic}[{p}] does not read past offset {offset}")
+                offset = after
+    return records
 
 
 def check_counts(records: list[tuple[bytes | None, Any]], expected: Counter[bytes]) -> None:

@@ -308,16 +308,20 @@ def consume(
 @click.option("--state-dir", default=None, metavar="DIR",
               help="Where table stores live (default: <log folder>/state/<app>, or "
                    "./streamer-state/<app> on kafka://).")
+@click.option("--processing-guarantee", default=None,
+              type=click.Choice(["at_least_once", "exactly_once"]),
+              help="Override the app's processing_guarantee (exactly_once: each checkpoint "
+                   "is a transaction).")
 def worker(
     app_spec: str, broker: str | None, data: str | None, loglevel: str,
-    metrics_port: int | None, state_dir: str | None,
+    metrics_port: int | None, state_dir: str | None, processing_guarantee: str | None,
 ) -> None:
     """Run a worker of an app: its agents, timers, tasks and tables, until SIGTERM or
     Ctrl-C."""
     from streamer.cli.worker import start_worker
 
     start_worker(app_spec, broker, data, loglevel, metrics_port=metrics_port,
-                 state_dir=state_dir)
+                 state_dir=state_dir, processing_guarantee=processing_guarantee)
 
 
 @main.command("top")
@@ -398,8 +402,8 @@ main.add_command(tables)
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True,
               help="Runs of each workload and framework; the median is reported.")
 @click.option("--only", default=None, metavar="NAME,...",
-              help="Workloads (count, window, recovery) and/or frameworks (streamer-embedded, "
-                   "streamer-kafka, quixstreams) to run; default: all.")
+              help="Workloads (count, count-eos, window, recovery) and/or frameworks "
+                   "(streamer-embedded, streamer-kafka, quixstreams) to run; default: all.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the runs' logs (default: a temporary folder on disk).")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
@@ -420,6 +424,44 @@ def bench_stateful(
     report = run_stateful_benchmark(
         workloads=workloads, frameworks=frameworks, events=events, keys=keys,
         recovery_keys=recovery_keys, runs=runs, data_dir=data_dir, profile_dir=profile_dir,
+        json_path=json_path, console=console,
+    )
+    if report["failures"]:
+        raise SystemExit(1)
+
+
+@bench.command("joins")
+@click.option("--events", type=click.IntRange(2), default=500_000, show_default=True,
+              help="Orders enriched from the table; impressions plus clicks joined.")
+@click.option("--customers", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Keys of the customers table the orders are enriched from.")
+@click.option("--keys", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Distinct ads (keys) of the impressions and clicks.")
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True,
+              help="Runs of each workload and framework; the median is reported.")
+@click.option("--only", default=None, metavar="NAME,...",
+              help="Workloads (stream-table, stream-stream) and/or frameworks "
+                   "(streamer-embedded, streamer-kafka, quixstreams) to run; default: all.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the runs' logs (default: a temporary folder on disk).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Run each join phase under cProfile; write "
+                   "<workload>-<framework>-run<N>.prof there.")
+@click.option("--json", "json_path", default=None, metavar="PATH",
+              help="Also write the figures as JSON to PATH ('-': print JSON instead of the "
+                   "table).")
+def bench_joins(
+    events: int, customers: int, keys: int, runs: int, only: str | None,
+    data_dir: str | None, profile_dir: str | None, json_path: str | None,
+) -> None:
+    """A stream enriched from a table and a windowed stream-stream join: streamer (embedded
+    and over streamer broker) and quixstreams on the same events; events/s and ratios."""
+    from streamer.cli.bench_joins import parse_only, run_joins_benchmark
+
+    workloads, frameworks = parse_only(only)
+    report = run_joins_benchmark(
+        workloads=workloads, frameworks=frameworks, events=events, customers=customers,
+        keys=keys, runs=runs, data_dir=data_dir, profile_dir=profile_dir,
         json_path=json_path, console=console,
     )
     if report["failures"]:

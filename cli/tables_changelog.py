@@ -170,6 +170,8 @@ def table_consumer(bootstrap: Sequence[str], timeout_s: float) -> AIOKafkaConsum
     return AIOKafkaConsumer(
         bootstrap_servers=list(bootstrap), client_id="streamer-tables", group_id=None,
         enable_auto_commit=False, auto_offset_reset="earliest",
+        # An exactly-once worker's changelog holds aborted transactions: never show them.
+        isolation_level="read_committed",
         request_timeout_ms=int(max(timeout_s, 1.0) * 1000),
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streamer.app import App
+from streamer.app import App, check_processing_guarantee
 from streamer.errors import StreamerError
 from streamer.worker import run_worker
 
@@ -40,11 +40,17 @@ def start_worker(
     spec: str, broker: str | None, data: str | None, loglevel: str, *,
     metrics_port: int | None = None,
     state_dir: str | None = None,
+    processing_guarantee: str | None = None,
 ) -> None:
     configure_logging(loglevel)
     app = load_app(spec)
     if state_dir is not None:
         app.state_dir = state_dir
+    if processing_guarantee is not None:
+        try:
+            app.processing_guarantee = check_processing_guarantee(processing_guarantee)
+        except StreamerError as error:
+            raise click.ClickException(str(error)) from None
     url = broker or data or app.broker
     metrics = None
     try:

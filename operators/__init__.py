@@ -10,6 +10,9 @@
     fixed_windows.py    tumbling and hopping windows
     sliding_windows.py  sliding windows (Kafka Streams' SlidingWindows)
     session_windows.py  session windows
+    table_joins.py      joins with tables: stream-table lookups, KeyJoin, the foreign-key halves
+    stream_joins.py     WindowJoiner: windowed and interval joins of two streams; JoinRow
+    asof_join.py        AsofJoiner: each left event with the right value current at its time
 
 >>> from streamer.operators import WindowedAggregator, aggregates, hopping
 >>> sums = WindowedAggregator(hopping(10, 5), aggregates.sum(), store={})
@@ -24,7 +27,20 @@ from __future__ import annotations
 
 from . import aggregates
 from .aggregates import Aggregate, aggregate, count, mean, reduce
-from .errors import WindowError
+from .asof_join import AsofJoiner
+from .errors import JoinError, WindowError
+from .stream_joins import JoinRow, JoinStatistics, WindowJoiner
+from .table_joins import (
+    NO_MATCH,
+    Change,
+    ForeignKeyLeft,
+    ForeignKeyRight,
+    KeyJoin,
+    Response,
+    Subscription,
+    join_value,
+    lookup_joiner,
+)
 from .window_state import WATERMARK_KEY, KeyValueStore
 from .windowed import Emit, OnLate, Result, WindowedAggregator, WindowedStatistics
 from .windows import (
@@ -40,24 +56,38 @@ from .windows import (
 )
 
 __all__ = [
+    "NO_MATCH",
     "WATERMARK_KEY",
     "Aggregate",
+    "AsofJoiner",
+    "Change",
     "Emit",
+    "ForeignKeyLeft",
+    "ForeignKeyRight",
     "HoppingWindows",
+    "JoinError",
+    "JoinRow",
+    "JoinStatistics",
+    "KeyJoin",
     "KeyValueStore",
     "OnLate",
+    "Response",
     "Result",
     "SessionWindows",
     "SlidingWindows",
+    "Subscription",
     "TumblingWindows",
     "WindowDefinition",
     "WindowError",
+    "WindowJoiner",
     "WindowedAggregator",
     "WindowedStatistics",
     "aggregate",
     "aggregates",
     "count",
     "hopping",
+    "join_value",
+    "lookup_joiner",
     "mean",
     "reduce",
     "session",

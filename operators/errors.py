@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamer.errors import StreamerError
 
-__all__ = ["WindowError"]
+__all__ = ["JoinError", "WindowError"]
 
 
 class WindowError(StreamerError):
@@ -12,3 +12,8 @@ class WindowError(StreamerError):
     larger than its size, a session aggregate without merge), or a window store holding
     entries the aggregation did not write. The message names the argument and what to pass
     instead."""
+
+
+class JoinError(StreamerError):
+    """A join that cannot work (an unknown ``how``, an empty window, a negative grace), or a
+    join store holding entries the join did not write. The message names the argument."""

@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .agents import CURRENT_INSTANCE, Agent, ErrorPolicy
 from .errors import StreamerError
@@ -37,12 +37,15 @@ if TYPE_CHECKING:
     from .tables import StoreKind, Table
     from .worker import Worker
 
-__all__ = ["App", "RecentError"]
+__all__ = ["PROCESSING_GUARANTEES", "App", "ProcessingGuarantee", "RecentError",
+           "check_processing_guarantee"]
 
 logger = logging.getLogger("streamer.app")
 
 F = TypeVar("F", bound=Callable[..., Any])
 RECENT_ERRORS_MAX = 100
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+PROCESSING_GUARANTEES: tuple[ProcessingGuarantee, ...] = ("at_least_once", "exactly_once")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +69,14 @@ class App:
         default_partitions: int | None = None,
         listen: str | None = "127.0.0.1:0",
         state_dir: str | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> None:
         if not id or any(c not in _ID_CHARS for c in id):
             raise StreamerError(f"app id {id!r}: use letters, digits, '.', '_' and '-'")
         self.id = id
+        # "exactly_once": each checkpoint commits what agents sent, the tables' changes and
+        # the input offsets in one transaction (see streamer.worker).
+        self.processing_guarantee = check_processing_guarantee(processing_guarantee)
         self.broker = broker
         self.commit_interval_s = commit_interval_s
         self.commit_every = commit_every
@@ -143,11 +150,18 @@ class App:
         partitions: int | None = None,
         store: StoreKind | None = None,
         standby_replicas: int = 0,
+        source: Topic | None = None,
     ) -> Table:
         """Declare a table (see :mod:`streamer.tables`): ``default`` makes missing keys read
         as ``default()``; values are JSON unless ``value_type`` says otherwise; ``store`` is
         ``"rocksdb"`` (the default on a durable log) or ``"memory"``; ``standby_replicas``
-        other workers keep a warm copy of each partition."""
+        other workers keep a warm copy of each partition. With ``source``, the table is kept
+        equal to that topic, partition by partition (see :mod:`streamer.table_sources`)."""
+        if source is not None:
+            return self._add_source_table(name, source, default=default, key_type=key_type,
+                                          value_type=value_type, partitions=partitions,
+                                          store=store, standby_replicas=standby_replicas,
+                                          is_global=False)
         return self._add_table(name, default=default, key_type=key_type,
                                value_type=value_type, partitions=partitions, store=store,
                                standby_replicas=standby_replicas, is_global=False)
@@ -161,8 +175,14 @@ class App:
         value_type: Any = None,
         partitions: int | None = None,
         store: StoreKind | None = None,
+        source: Topic | None = None,
     ) -> Table:
-        """Declare a table every worker holds whole: any key can be read anywhere."""
+        """Declare a table every worker holds whole: any key can be read anywhere. With
+        ``source``, that topic is the table (see :mod:`streamer.table_sources`)."""
+        if source is not None:
+            return self._add_source_table(name, source, default=default, key_type=key_type,
+                                          value_type=value_type, partitions=partitions,
+                                          store=store, standby_replicas=0, is_global=True)
         return self._add_table(name, default=default, key_type=key_type,
                                value_type=value_type, partitions=partitions, store=store,
                                standby_replicas=0, is_global=True)
@@ -178,6 +198,19 @@ class App:
                                 partitions=None, store=None, standby_replicas=0,
                                 is_global=False, register_changelog=copartition_with is None)
         table.copartition_with = copartition_with
+        return table
+
+    def _add_source_table(self, name: str, source: Topic, **options: Any) -> Table:
+        from .table_sources import keep_equal_to
+
+        for option in ("key_type", "value_type", "partitions"):
+            if options.pop(option) is not None:
+                raise StreamerError(f"table {name!r}: a table with a source topic takes the "
+                                    f"topic's {option}; leave {option}= out")
+        table = self._add_table(name, key_type=None, value_type=None,
+                                partitions=source.partitions, register_changelog=False,
+                                **options)
+        keep_equal_to(table, source)
         return table
 
     def _add_table(self, name: str, *, register_changelog: bool = True, **options: Any) -> Table:
@@ -318,6 +351,16 @@ class App:
         from .worker import run_worker
 
         run_worker(self)
+
+
+def check_processing_guarantee(value: object) -> ProcessingGuarantee:
+    """``value`` if it is one of :data:`PROCESSING_GUARANTEES`, else a clear error."""
+    for guarantee in PROCESSING_GUARANTEES:
+        if value == guarantee:
+            return guarantee
+    raise StreamerError(
+        f"processing_guarantee is 'at_least_once' or 'exactly_once', not {value!r}"
+    )
 
 
 def _route_to(inboxes: list[Inbox]) -> Callable[[int], Inbox]:

@@ -11,6 +11,10 @@ kept warm as standbys, and written at checkpoints.
 - **Checkpoints**: :meth:`Tables.take_changes` collects the dirty keys, :meth:`Tables.send`
   writes them to the changelog, and once the log acknowledged them
   :meth:`Tables.write` records them in the stores with the changelog's end offset.
+- **Exactly once** (:mod:`streamer.exactly_once`): changelogs are read ``read_committed``
+  (restores stop at the last stable offset and skip aborted transactions),
+  :meth:`Tables.write` runs once the checkpoint's transaction committed, and an aborted one
+  sends the caches back to their stores (:meth:`Tables.drop_uncommitted`).
 
 Stores live under ``<state root>/worker-<n>/<table>/<partition>``; ``n`` is the first slot
 whose lock file no other process holds, so two workers on one machine never share a RocksDB
@@ -57,6 +61,8 @@ class StateDirectory:
         self._fd: int | None = None
 
     def acquire(self) -> str:
+        if self._fd is not None:
+            return self.path
         os.makedirs(self.root, exist_ok=True)
         for slot in range(STATE_SLOTS_MAX):
             fd = os.open(os.path.join(self.root, f"worker-{slot}.lock"), os.O_CREAT | os.O_RDWR)
@@ -96,19 +102,32 @@ class Tables:
         assert transport is not None, "the worker's transport is not started"
         return transport
 
+    def _reader(self) -> PartitionReader:
+        isolation = self.worker.isolation_level
+        reader: PartitionReader = self._transport().reader(
+            **({} if isolation is None else {"isolation_level": isolation}))
+        return reader
+
+    def state_path(self) -> str | None:
+        """This worker's state slot, ``<root>/worker-<n>`` (taken on the first call and
+        held until :meth:`close`), or None without a state root (``memory://``)."""
+        if self.state is None:
+            return None
+        if not self.state.path:
+            logger.info("table state in %s", self.state.acquire())
+        return self.state.path
+
     async def start(self) -> None:
         """Learn each changelog's partitions; restore global tables; start tailing."""
         self.tables = list(self.worker.app.tables.values())
         if not self.tables:
             return
-        if self.state is not None:
-            path = self.state.acquire()
-            logger.info("table state in %s", path)
+        self.state_path()
         transport = self._transport()
         await self._create_changelogs()
         for table in self.tables:
             table.partition_count = transport.partition_count(table.changelog_topic.name)
-        self._tail_reader = transport.reader()
+        self._tail_reader = self._reader()
         global_tables = [t for t in self.tables if t.is_global]
         if global_tables:
             opened = [(t, p, self._open(t, p)) for t in global_tables
@@ -243,12 +262,20 @@ class Tables:
             cached.trim()
         # Global tables: the tail applies every partition's records, ours included.
 
+    def drop_uncommitted(self) -> None:
+        """Forget every change not in a store yet (an aborted or fenced transaction): each
+        served partition gets a fresh cache over its store, so tables and window operators
+        (which rebuild from a new cache) read the last committed state again."""
+        for table in self.tables:
+            for partition, cached in list(table.active.items()):
+                table.active[partition] = table.cached(cached.store)
+
     # -- restoring --------------------------------------------------------------------------
 
     async def _restore(self, opened: list[tuple[Table, int, Store]]) -> None:
         if not opened:
             return
-        reader = self._transport().reader()
+        reader = self._reader()
         try:
             await _Restore(reader, opened, self.worker).run()
         finally:
@@ -284,7 +311,9 @@ class Tables:
                 if tailed is None or not events:
                     continue
                 table, store = tailed
-                store.write([(e.key, e.value) for e in events], events[-1].offset + 1)
+                # A source topic (global table) may hold records without a key: not rows.
+                store.write([(e.key, e.value) for e in events if e.key is not None],
+                            events[-1].offset + 1)
                 if table.is_global:
                     cached = table.active.get(tp.partition)
                     if cached is not None:
@@ -376,7 +405,8 @@ class _Restore:
             table, partition, store = self.stores[tp]
             end = ends[tp]
             position = min(events[-1].offset + 1, end)
-            store.write([(e.key, e.value) for e in events if e.offset < end], position)
+            store.write([(e.key, e.value) for e in events
+                         if e.offset < end and e.key is not None], position)
             recovery = table.recovery[partition]
             moved = position - pending[tp]
             recovery.recovered += moved

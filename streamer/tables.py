@@ -22,6 +22,10 @@ restores each partition by replaying the changelog from the store's offset.
 
 A global table (``app.global_table``) is held whole by every worker: any key can be read
 anywhere; writes go to the key's changelog partition and every worker applies them.
+
+A table kept by something else, a source topic (``app.table(..., source=topic)``, see
+:mod:`streamer.table_sources`) or a join (:mod:`streamer.table_joins`), refuses writes from
+agents. Joins follow a table's changes through :meth:`Table.on_change`.
 """
 
 from __future__ import annotations
@@ -131,6 +135,12 @@ class Table:
         self.recovery: dict[int, _Recovery] = {}
         self.late_events = 0  # counted by the window operators that keep state here
         self._partitioner = KeyPartitioner()
+        # What keeps the table (a source topic, a join), for the error a write from an
+        # agent gets; and the joins following its changes. Either makes writes take the
+        # slower path of _write (checked through one flag).
+        self.kept_by: str | None = None
+        self.listeners: list[Callable[[int, Any, Any], None]] = []
+        self._hooked = False
 
     def __repr__(self) -> str:
         return f"<Table {self.name} ({len(self.active)} partitions here)>"
@@ -198,13 +208,19 @@ class Table:
         return self.store_for(key).get(key) is not MISSING
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.store_for(key).set(key, value)
+        if self._hooked:
+            self._write(key, value)
+        else:
+            self.store_for(key).set(key, value)
 
     def __delitem__(self, key: Any) -> None:
         store = self.store_for(key)
         if store.get(key) is MISSING:
             raise KeyError(key)
-        store.delete(key)
+        if self._hooked:
+            self._write(key, MISSING)
+        else:
+            store.delete(key)
 
     def pop(self, key: Any, default: Any = MISSING) -> Any:
         store = self.store_for(key)
@@ -213,7 +229,10 @@ class Table:
             if default is MISSING:
                 raise KeyError(key)
             return default
-        store.delete(key)
+        if self._hooked:
+            self._write(key, MISSING)
+        else:
+            store.delete(key)
         return value
 
     def update(self, other: Mapping[Any, Any]) -> None:
@@ -239,6 +258,49 @@ class Table:
 
     def as_dict(self) -> dict[Any, Any]:
         return dict(self.items())
+
+    # -- changes: source topics and joins ---------------------------------------------------
+
+    def on_change(self, listener: Callable[[int, Any, Any], None]) -> None:
+        """Call ``listener(partition, key, value)`` after every write of a row (``value`` is
+        ``MISSING`` for a delete), in the task that wrote it: from agents, and from the
+        source topic of a table that has one. Restores do not call it."""
+        self.listeners.append(listener)
+        self._hooked = True
+
+    def keep(self, by: str) -> None:
+        """Refuse writes from agents: ``by`` (a source topic, a join) keeps the rows."""
+        self.kept_by = by
+        self._hooked = True
+
+    def apply(self, partition: int, key: Any, value: Any) -> None:
+        """Set (``value`` is ``MISSING``: delete) a row of ``partition`` as what keeps the
+        table does, and tell the listeners."""
+        cached = self.active.get(partition)
+        if cached is None:
+            raise PartitionRevokedError(
+                f"table {self.name!r}: partition {partition} is no longer this worker's"
+            )
+        if value is MISSING:
+            cached.delete(key)
+        else:
+            cached.set(key, value)
+        for listener in self.listeners:
+            listener(partition, key, value)
+
+    def _write(self, key: Any, value: Any) -> None:
+        if self.kept_by is not None:
+            raise TableError(
+                f"table {self.name!r} is kept by {self.kept_by}: agents cannot write it"
+            )
+        store = self.store_for(key)  # checks the key against the event's partition
+        if value is MISSING:
+            store.delete(key)
+        else:
+            store.set(key, value)
+        partition = self._partition_of(key)
+        for listener in self.listeners:
+            listener(partition, key, value)
 
     # -- windows ----------------------------------------------------------------------------
 

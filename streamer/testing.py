@@ -26,6 +26,8 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from .app import App
 from .errors import StreamerError
 from .events import Event, TopicPartition
+from .log import PartitionLog
+from .log.batch import split_batches
 from .log.clock import ManualClock
 from .timers import Crontab, Timer
 from .topics import Topic
@@ -101,7 +103,11 @@ class AppRunner:
             self._raise_if_failed()
             await self.worker.checkpoint()
             if self._caught_up():
-                return
+                # What the last events sent is now flushed (committed, exactly once); it
+                # may be input of the app's own agents.
+                await self.worker.checkpoint()
+                if self._caught_up():
+                    return
             if time.monotonic() > deadline:
                 raise StreamerError(f"the app was still busy after {timeout_s}s")
             await asyncio.sleep(0.005)
@@ -114,8 +120,10 @@ class AppRunner:
         processed = worker.processed_offsets()
         for topic in worker.routed_topics():
             for index in range(log.topic(topic).partitions):
-                end = log.partition(topic, index).log_end_offset
-                if end and processed.get(TopicPartition(topic, index), 0) < end:
+                partition = log.partition(topic, index)
+                end = partition.log_end_offset
+                done = processed.get(TopicPartition(topic, index), 0)
+                if end and done < end and not _only_markers(partition, done, end):
                     return False
         return True
 
@@ -190,3 +198,25 @@ def _decoded(name: str, index: int, record: Any, topic: Topic | None) -> Event:
     headers = tuple((k, v) for k, v in record.headers)
     return Event(name, index, record.offset, record.timestamp, key, value, headers,
                  record.key, record.value)
+
+
+def _only_markers(partition: PartitionLog, start: int, end: int) -> bool:
+    """True when no agent will ever see a record in ``[start, end)``: it holds only
+    transaction markers (control batches; an exactly-once app's topics end with one) and
+    batches of aborted transactions."""
+    aborted = partition.aborted_ranges(start, end)
+    while start < end:
+        batches = split_batches(partition.read(start).records)
+        if not batches:
+            return False
+        for _, header in batches:
+            if header.next_offset <= start:
+                continue
+            if not header.is_control and not any(
+                r.producer_id == header.producer_id
+                and r.first_offset <= header.base_offset <= r.last_offset
+                for r in aborted
+            ):
+                return False
+            start = header.next_offset
+    return True

@@ -7,6 +7,11 @@ everything the agents sent is flushed (acknowledged by the log), then the offset
 which every event is processed are committed. A crash therefore replays events, never skips
 them (at-least-once). Before partitions move to another worker, the same checkpoint runs
 for them.
+
+With ``App(processing_guarantee="exactly_once")`` each checkpoint is a transaction instead:
+what agents sent since the last one, the tables' changes and the input offsets become
+visible together or not at all (:mod:`streamer.exactly_once`), and the worker reads its
+input, changelogs and standbys ``read_committed``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, Literal
 
 from .agents import AgentError
@@ -27,6 +32,7 @@ from .changelogs import Tables
 from .copartition import check_copartitioning
 from .errors import StreamerError
 from .events import Event, Headers, TopicPartition
+from .exactly_once import ExactlyOnce
 from .inbox import BatchAck, Inbox, OffsetTracker
 from .log.clock import Clock
 from .partitioner import KeyPartitioner
@@ -50,12 +56,18 @@ __all__ = ["Worker", "run_worker"]
 logger = logging.getLogger("streamer.worker")
 
 FETCH_TIMEOUT_MS = 100
+# Exactly once, outputs are invisible until committed: with work done since the last commit
+# the worker fetches with this timeout, and commits once a fetch finds nothing (the input
+# caught up), at most every CAUGHT_UP_COMMIT_S.
+CAUGHT_UP_FETCH_TIMEOUT_MS = 10
+CAUGHT_UP_COMMIT_S = 0.1
 FETCH_RECORDS_MAX = 10_000
 PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
 DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
 # How long a checkpoint waits for agents to finish the event they are on (see
-# Worker._take_between_events); an agent awaiting something slow mid-event is not waited for.
+# Worker.streams_held); an agent awaiting something slow mid-event is not waited for.
 BOUNDARY_WAIT_S = 0.5
+BOUNDARY_WARNING_S = 5.0  # exactly once waits for them: it says so every this often
 
 
 Route = Callable[[int], Inbox]
@@ -89,6 +101,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
+        self._stop = asyncio.Event()  # run()'s
         self.leader_topic = f"{app.id}-__leader"
         # Statistics: what the hooks below record for snapshots, and the task publishing them.
         self.activity = WorkerActivity(app.id)
@@ -97,7 +110,12 @@ class Worker:
         self._checkpointing = asyncio.Lock()  # the consume loop's and a revocation's
         # Assigned partitions whose tables are restored: only their events are delivered.
         self._ready: set[TopicPartition] = set()
-        self._generation = 0  # counts revocations and assignments
+        self._generation = 0  # counts revocations, assignments and replays
+        exactly_once = app.processing_guarantee == "exactly_once"
+        self.exactly_once = ExactlyOnce(self) if exactly_once else None
+        # What consumers and readers see of transactional data: committed only, when this
+        # worker's own output is (the transport's default otherwise).
+        self.isolation_level = "read_committed" if exactly_once else None
 
     # -- sending --------------------------------------------------------------------------
 
@@ -110,6 +128,7 @@ class Worker:
         timestamp_ms: int | None,
         partition: int | None,
     ) -> None:
+        """Send a record (exactly once: in the open transaction)."""
         transport = self.transport
         assert transport is not None, "the worker is not running"
         try:
@@ -133,18 +152,20 @@ class Worker:
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set; raises :class:`AgentError` if an agent failed."""
-        stop = stop or asyncio.Event()
+        stop = self._stop = stop or asyncio.Event()
         app = self.app
         app.worker = self
         self.transport = transport = await self._start_transport()
         try:
             await self._start_agents()
             await self._ensure_topics()
+            if self.exactly_once is not None:  # first: a predecessor's transaction aborts
+                await self.exactly_once.start(self.tables.state_path())
             await self.tables.start()
             check_copartitioning(app, transport.partition_count)
             self.consumer = consumer = transport.consumer(
                 app.id, [*self._routes, self.leader_topic], _Listener(self),
-                standby_replicas=self.tables.standby_replicas,
+                standby_replicas=self.tables.standby_replicas, **self._membership(),
             )
             await consumer.start()
             self.consuming = True
@@ -163,6 +184,14 @@ class Worker:
             await self._shutdown()
         if self._failure is not None:
             raise self._failure
+
+    def _membership(self) -> dict[str, str]:
+        """Exactly once: read committed data only, and be a static member under the
+        transactional id, so a restarted worker takes its predecessor's place at once."""
+        if self.exactly_once is None:
+            return {}
+        return {"isolation_level": "read_committed",
+                "group_instance_id": self.exactly_once.transactional_id}
 
     async def _start_transport(self) -> Transport:
         """The embedded log, or, when another process (a worker or ``streamer broker``)
@@ -226,27 +255,48 @@ class Worker:
         if not isinstance(error, AgentError):
             error = StreamerError(f"{task.get_name()} failed: {type(error).__name__}: {error}")
             error.__cause__ = task.exception()
+        self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the worker with ``error`` (the first failure is the one raised)."""
         if self._failure is None:
             self._failure = error
             logger.error("%s; stopping the worker", error)
         self._failed.set()
 
+    def failed(self) -> bool:
+        return self._failed.is_set()
+
     async def _consume(self, consumer: TransportConsumer, stop: asyncio.Event) -> None:
         last_commit = time.monotonic()
         since_commit = 0
         interval_s, every = self.app.commit_interval_s, self.app.commit_every
+        exactly_once = self.exactly_once is not None
+        unfinished = False  # exactly once: agents were still busy at the last commit
         while not stop.is_set() and not self._failed.is_set():
-            batches = await consumer.fetch(FETCH_TIMEOUT_MS, FETCH_RECORDS_MAX)
+            waiting_to_commit = exactly_once and (since_commit > 0 or unfinished)
+            batches = await consumer.fetch(
+                CAUGHT_UP_FETCH_TIMEOUT_MS if waiting_to_commit else FETCH_TIMEOUT_MS,
+                FETCH_RECORDS_MAX)
             generation = self._generation  # the assignment these batches were fetched for
+            if self.exactly_once is not None:  # where a replay would start
+                for partition, events in batches:
+                    if events and partition in self._ready:
+                        self.exactly_once.fetched(partition, events[0].offset)
             for partition, events in batches:
                 if self._generation != generation:
                     # A rebalance came while delivering: the rest was fetched for the old
                     # assignment, and the new one reads from the committed offsets.
                     break
                 since_commit += await self._deliver(partition, events)
-            if since_commit >= every or time.monotonic() - last_commit >= interval_s:
+            # Exactly once, outputs are invisible until their commit: commit as soon as
+            # the input runs dry, and again until the agents have finished what they hold.
+            since_s = time.monotonic() - last_commit
+            caught_up = waiting_to_commit and not batches and since_s >= CAUGHT_UP_COMMIT_S
+            if caught_up or since_commit >= every or since_s >= interval_s:
                 await self.checkpoint()
                 last_commit, since_commit = time.monotonic(), 0
+                unfinished = exactly_once and not self.inboxes_idle()
 
     async def _deliver(self, partition: TopicPartition, events: list[Event]) -> int:
         routes = self._routes.get(partition.topic)
@@ -276,9 +326,14 @@ class Worker:
 
     async def checkpoint(self, partitions: frozenset[TopicPartition] | None = None) -> None:
         """Write the tables' changes to their changelogs, flush what was sent, record the
-        changes in the stores, then commit what was processed (of ``partitions``, or all)."""
+        changes in the stores, then commit what was processed (of ``partitions``, or all).
+        Exactly once: one transaction commits all of it, whatever ``partitions`` says."""
         async with self._checkpointing:
-            offsets, changes = await self._take_between_events()
+            if self.exactly_once is not None:
+                await self.exactly_once.checkpoint()
+                return
+            async with self.streams_held(BOUNDARY_WAIT_S, only_with_tables=True):
+                offsets, changes = self.take_checkpoint()
             if partitions is not None:
                 offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
             assert self.transport is not None and self.consumer is not None
@@ -287,33 +342,68 @@ class Worker:
             await self.tables.write(changes)
             if offsets:
                 await self.consumer.commit(offsets)
-                self.commits += 1
-                self.activity.committed_offsets(offsets)
+                self.committed(offsets)
 
-    async def _take_between_events(
-        self,
-    ) -> tuple[dict[TopicPartition, int], list[Any]]:
-        """The committable offsets and the tables' changes, taken in one instant while every
-        stream is between two events, so a change is never written without its event's
-        offset. Streams are held only for that instant; an agent awaiting something slow
-        mid-event is waited for at most BOUNDARY_WAIT_S (then its event may be redone after
-        a crash: at-least-once)."""
-        inboxes = self._inboxes() if self.tables.tables else []
+    @contextlib.asynccontextmanager
+    async def streams_held(
+        self, wait_s: float | None, *, only_with_tables: bool = False
+    ) -> AsyncIterator[bool]:
+        """Hold every stream between two events for the block, so that what the block
+        takes (offsets, table changes) never has half an event in it; gives whether every
+        stream got there. ``wait_s``: how long to wait for an agent that is mid-event (its
+        event may then be redone after a crash: at-least-once); None: for as long as it
+        takes, unless the worker fails or is asked to stop."""
+        inboxes = self._inboxes() if self.tables.tables or not only_with_tables else []
         boundary = asyncio.Event()
         for inbox in inboxes:
             inbox.boundary = boundary
         try:
-            deadline = time.monotonic() + BOUNDARY_WAIT_S
-            while not all(inbox.between_events for inbox in inboxes):
-                if time.monotonic() > deadline:
+            started = time.monotonic()
+            warned = started
+            settled = all(inbox.between_events for inbox in inboxes)
+            while not settled:
+                now = time.monotonic()
+                if wait_s is not None and now - started > wait_s or self._failed.is_set():
                     break
+                if wait_s is None and self._stop.is_set():
+                    break
+                if wait_s is None and now - warned > BOUNDARY_WARNING_S:
+                    warned = now
+                    logger.warning("the checkpoint waits for agents to finish their event "
+                                   "(%.0f s so far)", now - started)
                 await asyncio.sleep(0.001)
-            # No await from here: both are taken at the same instant.
-            return self._tracker.committable(), self.tables.take_changes()
+                settled = all(inbox.between_events for inbox in inboxes)
+            yield settled
         finally:
             for inbox in inboxes:
                 inbox.boundary = None
             boundary.set()
+
+    def take_checkpoint(self) -> tuple[dict[TopicPartition, int], list[Any]]:
+        """The committable offsets and the tables' changes, in one instant (no await)."""
+        return self._tracker.committable(), self.tables.take_changes()
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if offsets:
+            self.commits += 1
+            self.activity.committed_offsets(offsets)
+
+    def replay(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Forget everything delivered since the last commit (an aborted transaction) and
+        fetch it again from ``positions``: the queued batches are dropped, the tables'
+        caches go back to their stores, batches fetched before now are never delivered."""
+        partitions = frozenset(self._ready)
+        self._generation += 1
+        self._drop_held(partitions)
+        self._tracker.forget(partitions)
+        self.tables.drop_uncommitted()
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        for partition, offset in positions.items():
+            if partition in assigned:
+                consumer.seek(partition, offset)
 
     def _inboxes(self) -> list[Inbox]:
         inboxes = [inbox for agent in self.app.agents for inbox in agent.inboxes]
@@ -341,16 +431,38 @@ class Worker:
         self.state = "rebalancing"
         self._ready -= partitions
         self._generation += 1
-        for routes in self._routes.values():
-            for route in routes:
-                for partition in partitions:
-                    route(partition.partition).drop(partitions)
-        with contextlib.suppress(StreamerError):
-            await self.checkpoint(partitions)
+        exactly_once = self.exactly_once
+        if exactly_once is None:
+            self._drop(partitions)
+            with contextlib.suppress(StreamerError):
+                await self.checkpoint(partitions)
+        else:
+            # Their queued events are dropped only once the transaction holds what was done
+            # before, with the streams still held: nothing of theirs is processed after it.
+            async with self._checkpointing:
+                await exactly_once.checkpoint(lambda: self._drop_held(partitions))
+            exactly_once.forget(partitions)
         self._tracker.forget(partitions)
         self.activity.revoked(partitions)
         self.tables.revoke(frozenset(tp.partition for tp in partitions
                                      if tp.topic != self.leader_topic))
+
+    def _drop(self, partitions: frozenset[TopicPartition]) -> None:
+        """Forget the batches of ``partitions`` queued in the inboxes (rebalance)."""
+        for routes in self._routes.values():
+            for route in routes:
+                for partition in partitions:
+                    route(partition.partition).drop(partitions)
+
+    def _drop_held(self, partitions: frozenset[TopicPartition]) -> None:
+        """:meth:`_drop`, while the streams are held: a stream that was between two events
+        stays so (the rest of its batch counts as finished: it is not for it any more), so
+        a later checkpoint never waits on a stream that waits for its next batch."""
+        for inbox in self._inboxes():
+            settled = inbox.between_events
+            inbox.drop(partitions)
+            if settled:
+                inbox.done = max(inbox.done, inbox.index)
 
     async def _shutdown(self) -> None:
         self.state = "stopping"
@@ -358,10 +470,8 @@ class Worker:
         if self.consumer is not None:
             if self._failure is None:
                 await self._drain()
-            # After a failure too: batches every reader finished are done, whatever failed
-            # later, and committing them spares the restart from redoing them.
             try:
-                await self.checkpoint()
+                await self._final_checkpoint()
             except Exception as error:  # the log went away: nothing more to commit
                 logger.error("final checkpoint failed: %s", error)
         for task in self._tasks:
@@ -378,6 +488,19 @@ class Worker:
         self.app.worker = None
         self.state = "stopped"
         logger.info("worker of %s stopped (%d commits)", self.app.id, self.commits)
+
+    async def _final_checkpoint(self) -> None:
+        exactly_once = self.exactly_once
+        if exactly_once is None:
+            # After a failure too: batches every reader finished are done, whatever failed
+            # later, and committing them spares the restart from redoing them.
+            await self.checkpoint()
+            return
+        async with self._checkpointing:
+            if self._failure is None:  # a commit, unless an agent is stuck mid-event
+                await exactly_once.checkpoint(wait_s=BOUNDARY_WAIT_S)
+            else:  # the failed event's partial output is in the transaction: none commits
+                await exactly_once.abort(f"the worker stops: {self._failure}")
 
     async def _drain(self) -> None:
         """Give agents a bounded while to finish the batches they were handed."""

@@ -9,6 +9,7 @@ The runtime talks only to :class:`~streamer.transport.base.Transport`.
 """
 
 from .base import (
+    ISOLATION_LEVELS,
     PartitionReader,
     RebalanceListener,
     TopicSpec,
@@ -17,13 +18,24 @@ from .base import (
     open_transport,
 )
 from .embedded import LogInUseError
+from .kafka_client import (
+    TransactionAbortedError,
+    TransactionError,
+    TransactionFencedError,
+    TransportError,
+)
 
 __all__ = [
+    "ISOLATION_LEVELS",
     "LogInUseError",
     "PartitionReader",
     "RebalanceListener",
     "TopicSpec",
+    "TransactionAbortedError",
+    "TransactionError",
+    "TransactionFencedError",
     "Transport",
     "TransportConsumer",
+    "TransportError",
     "open_transport",
 ]

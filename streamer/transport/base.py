@@ -1,4 +1,16 @@
-"""The transport interface the runtime is written against."""
+"""The transport interface the runtime is written against.
+
+Producing is at-least-once by default: :meth:`Transport.send` queues, :meth:`Transport.flush`
+waits for the log's acknowledgement. A transport made transactional with
+:meth:`Transport.init_transactions` (the worker's ``processing_guarantee="exactly_once"``)
+puts every send into a transaction that begins at the first send, is closed to new sends by
+:meth:`Transport.seal_transaction` (later sends belong to the next one) and ends with
+:meth:`Transport.commit_transaction` (the sends, and the consumer's offsets, visible to
+``read_committed`` readers at once) or :meth:`Transport.abort_transaction` (none of it ever
+visible). Their errors (:mod:`streamer.transport.kafka_client`) say what the caller can do:
+``TransactionAbortedError``, abort and redo the work since the last commit;
+``TransactionFencedError``, stop: another producer or group member took over.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,7 @@ from typing import Protocol
 from ..events import Event, Headers, TopicPartition
 
 __all__ = [
+    "ISOLATION_LEVELS",
     "PartitionReader",
     "RebalanceListener",
     "TopicSpec",
@@ -17,6 +30,11 @@ __all__ = [
     "TransportConsumer",
     "open_transport",
 ]
+
+
+# What a consumer or reader returns of transactional data: "read_uncommitted" everything
+# written, "read_committed" only committed transactions, below the last stable offset.
+ISOLATION_LEVELS = ("read_uncommitted", "read_committed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +177,56 @@ class Transport(abc.ABC):
         *,
         auto_offset_reset: str = "earliest",
         standby_replicas: int = 0,
+        isolation_level: str | None = None,
+        group_instance_id: str | None = None,
     ) -> TransportConsumer:
         """A group member subscribed to ``topics``; starts at the committed offsets, else
         at ``auto_offset_reset`` ("earliest" or "latest"). Partition ``p`` of every topic
         goes to the same member (co-partitioning), and ``standby_replicas`` other members
-        are named to keep each partition number's state warm."""
+        are named to keep each partition number's state warm. ``isolation_level`` is one of
+        :data:`ISOLATION_LEVELS` (None: the transport's default). ``group_instance_id``
+        makes the member static where the group lives in another process: a restart with
+        the same id takes its place at once (KIP-345)."""
 
     @abc.abstractmethod
-    def reader(self) -> PartitionReader:
+    def reader(self, *, isolation_level: str | None = None) -> PartitionReader:
         """A reader of partitions picked by hand, outside any group (changelogs)."""
+
+    # -- transactions (exactly-once) ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def init_transactions(self, transactional_id: str) -> None:
+        """From now on, every send goes into a transaction of ``transactional_id``.
+
+        Registers the id with the log's transaction coordinator, which aborts a transaction
+        a predecessor with the same id left open and fences that predecessor: its later
+        writes and commits fail. Raises ``TransactionFencedError`` if this producer is
+        fenced in turn before it starts."""
+
+    @abc.abstractmethod
+    def seal_transaction(self) -> None:
+        """Close the open transaction to new sends: it holds what was sent until now, and
+        the next :meth:`commit_transaction` commits it. Sends from now on belong to the
+        next transaction; they may run while this one commits (their records wait)."""
+
+    @abc.abstractmethod
+    async def commit_transaction(
+        self, offsets: Mapping[TopicPartition, int], consumer: TransportConsumer | None
+    ) -> None:
+        """Commit the sealed transaction: what was sent before the seal, and ``offsets``
+        as ``consumer``'s group's committed offsets (checked against the consumer's
+        generation where the protocol carries it), all visible at once. Nothing sent and
+        no offsets: nothing to do.
+
+        Raises ``TransactionAbortedError`` when the transaction could not commit and was
+        not (call :meth:`abort_transaction`), and ``TransactionFencedError`` when this
+        producer or member was replaced."""
+
+    @abc.abstractmethod
+    async def abort_transaction(self) -> None:
+        """Drop everything sent since the last commit (the sealed transaction and what was
+        sent after the seal): none of it becomes visible to ``read_committed`` readers.
+        Raises ``TransactionFencedError`` when fenced."""
 
 
 def open_transport(url: str, *, app_id: str, listen: str | None = "127.0.0.1:0") -> Transport:

@@ -29,20 +29,27 @@ every open batch and waits until every partition written since the last flush is
 A write the log refuses (a record over ``max.message.bytes``, a failed disk) drops that batch;
 the error is raised by the send that triggered the write, by every later send that starts a
 batch, and by the next :meth:`~EmbeddedTransport.flush`, which clears it.
+
+Transactions (:meth:`EmbeddedTransport.init_transactions`, exactly-once workers) go through
+:mod:`.embedded_transactions`: each partition joins the transaction before its first batch
+is written, and batches carry the producer id, epoch, sequence numbers and the transactional
+bit. :meth:`~EmbeddedTransport.seal_transaction` takes the open batches out for the commit;
+sends go on meanwhile into batches of the next transaction, written (their partitions
+joined) once the commit is over. A refused write or a failed join does not raise from
+``send``: it dooms the transaction, whose later records are dropped and whose commit raises
+``TransactionAbortedError`` (or ``TransactionFencedError``); the caller aborts and redoes
+the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -55,13 +62,27 @@ from streamer.log import (
     UnknownTopicOrPartitionError,
 )
 from streamer.log.broker import INTERNAL_TOPICS, Broker
+from streamer.log.errors import ProducerFencedError
 from streamer.log.server import KafkaServer
 
-from ..events import Headers
-from .base import RebalanceListener, TopicSpec, Transport
+from ..events import Headers, TopicPartition
+from .base import RebalanceListener, TopicSpec, Transport, TransportConsumer
 from .embedded_consumer import EmbeddedConsumer, EmbeddedConsumerStatistics
+from .embedded_folder import (
+    ADDRESS_FILE,
+    LOCK_FILE,
+    LogInUseError,
+    lock_log_folder,
+    read_worker_address,
+    write_worker_address,
+)
 from .embedded_reader import EmbeddedReader
-from .kafka_client import TransportError
+from .embedded_transactions import EmbeddedTransactions
+from .kafka_client import (
+    TransactionAbortedError,
+    TransactionError,
+    TransactionFencedError,
+)
 
 __all__ = [
     "ADDRESS_FILE",
@@ -78,8 +99,6 @@ __all__ = [
 logger = logging.getLogger("streamer.transport.embedded")
 
 DEFAULT_LISTEN = "127.0.0.1:0"
-LOCK_FILE = "worker.lock"
-ADDRESS_FILE = "worker.json"
 # One open batch per partition holds at most this much (Kafka's default max.message.bytes is
 # 1 MiB + 12): large enough that the per-batch work (CRC, writev, notify) vanishes per record.
 BATCH_BYTES_MAX = 1 << 20
@@ -97,31 +116,6 @@ _NO_HEADERS: list[tuple[str, bytes | None]] = []  # never mutated by the builder
 _ANY_HOST = ("", "0.0.0.0", "::")
 
 
-class LogInUseError(TransportError):
-    """Another process owns this log folder; connect to it over the Kafka protocol.
-
-    ``address`` is where that process serves the protocol, or None when it does not listen
-    (``listen=None``) or has not written its address yet.
-    """
-
-    def __init__(self, path: str, address: tuple[str, int] | None, pid: int | None) -> None:
-        owner = f"process {pid}" if pid is not None else "another process"
-        if address is None:
-            advice = "it does not serve the Kafka protocol (yet): stop it first, or retry"
-        else:
-            host, port = address
-            advice = f"connect to it with --broker kafka://{host}:{port}, or stop it first"
-        super().__init__(f"the log in {path} is in use by {owner}; {advice}")
-        self.path = path
-        self.address = address
-        self.pid = pid
-
-    @property
-    def url(self) -> str | None:
-        """The broker URL to reach the owner with, as ``open_transport`` takes it."""
-        return None if self.address is None else f"kafka://{self.address[0]}:{self.address[1]}"
-
-
 @dataclass(frozen=True, slots=True)
 class EmbeddedTransportStatistics:
     url: str
@@ -136,13 +130,27 @@ class EmbeddedTransportStatistics:
 class _OpenBatch:
     """The records of one partition not yet written to its log."""
 
-    __slots__ = ("builder", "count", "partition")
+    __slots__ = ("base_sequence", "builder", "count", "partition")
 
-    def __init__(self, partition: PartitionLog, batch_bytes_max: int) -> None:
+    def __init__(
+        self,
+        partition: PartitionLog,
+        batch_bytes_max: int,
+        producer: tuple[int, int, int] | None = None,  # transactional: id, epoch, sequence
+    ) -> None:
         self.partition = partition
-        self.builder = DefaultRecordBatchBuilder(
-            _MAGIC, _NO_COMPRESSION, 0, _NO_PRODUCER, _NO_PRODUCER, _NO_PRODUCER, batch_bytes_max
-        )
+        if producer is None:
+            self.base_sequence = _NO_PRODUCER
+            self.builder = DefaultRecordBatchBuilder(
+                _MAGIC, _NO_COMPRESSION, 0, _NO_PRODUCER, _NO_PRODUCER, _NO_PRODUCER,
+                batch_bytes_max,
+            )  # fmt: skip
+        else:
+            producer_id, epoch, self.base_sequence = producer
+            self.builder = DefaultRecordBatchBuilder(
+                _MAGIC, _NO_COMPRESSION, 1, producer_id, epoch, self.base_sequence,
+                batch_bytes_max,
+            )  # fmt: skip
         self.count = 0  # records in it: the next record's offset delta
 
 
@@ -178,6 +186,13 @@ class EmbeddedTransport(Transport):
         self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._unflushed: dict[PartitionLog, int] = {}  # written since the last flush → end
         self._failure: LogError | None = None  # a failed write, until flush reports it
+        self._transactions: EmbeddedTransactions | None = None  # init_transactions()
+        # A join that failed: the transaction is doomed, its records dropped until the abort.
+        self._transaction_failure: TransactionError | None = None
+        self._sealed: list[_OpenBatch] = []  # the committing transaction's last batches
+        # Batches of the next transaction that filled while one commits: written after it.
+        self._held: list[_OpenBatch] = []
+        self._written: set[tuple[str, int]] = set()  # partitions the transaction wrote
         self._linger: asyncio.TimerHandle | None = None
         self._partition_counts: dict[str, int] = {}
         self._consumers: weakref.WeakSet[EmbeddedConsumer] = weakref.WeakSet()
@@ -231,6 +246,8 @@ class EmbeddedTransport(Transport):
 
     async def close(self) -> None:
         """Leave every group, flush, close the server and the log, release the folder.
+        Transactional: abort the open transaction instead of flushing (what was to be kept
+        was committed).
 
         Raises the flush's error, if any, once everything is released.
         """
@@ -241,7 +258,11 @@ class EmbeddedTransport(Transport):
             await consumer.close()
         failure: LogError | None = None
         try:
-            await self.flush()
+            if self._transactions is None:
+                await self.flush()
+            else:
+                with contextlib.suppress(TransactionError):  # fenced: nothing of ours is open
+                    await self.abort_transaction()
         except LogError as error:
             failure = error
         if self._linger is not None:
@@ -308,10 +329,24 @@ class EmbeddedTransport(Transport):
         # The hot path: a dict lookup and the C builder's append, nothing else per record.
         batch = self._open.get((topic, partition))
         if batch is None:
-            batch = self._open_batch(topic, partition)
+            if self._transactions is None:
+                batch = self._open_batch(topic, partition)
+            else:
+                found = await self._open_in_transaction(topic, partition)
+                if found is None:
+                    return  # the transaction is doomed: it aborts, this record with it
+                batch = found
         record_headers = list(headers) if headers else _NO_HEADERS
         if batch.builder.append(batch.count, timestamp_ms, key, value, record_headers) is None:
-            self._write(batch)  # full: raises if the log refuses it; this record is not queued
+            if not self._may_write():
+                self._hold(batch)  # the next transaction's: written once this one committed
+            else:
+                try:
+                    self._write(batch)  # full: raises if the log refuses it; the record is lost
+                except LogError:
+                    if self._transactions is None:
+                        raise
+                    return  # kept in self._failure: the commit raises it, the abort drops it
             batch = self._open_batch(topic, partition)
             batch.builder.append(0, timestamp_ms, key, value, record_headers)  # the first fits
             batch.count = 1
@@ -321,31 +356,82 @@ class EmbeddedTransport(Transport):
 
     def _open_batch(self, topic: str, partition: int) -> _OpenBatch:
         assert self._broker is not None and not self._closed, "send between start and close"
-        if self._failure is not None:
+        if self._failure is not None and self._transactions is None:
             raise self._failure
         if topic in INTERNAL_TOPICS:
             raise InvalidTopicError(f"{topic} is an internal topic: only the broker writes it")
         log_partition = self._broker.log.partition(topic, partition)
         batch_bytes_max = min(BATCH_BYTES_MAX, log_partition.config.max_message_bytes)
-        batch = self._open[(topic, partition)] = _OpenBatch(log_partition, batch_bytes_max)
+        transactions = self._transactions
+        producer = None if transactions is None else transactions.batch_header(topic, partition)
+        batch = self._open[(topic, partition)] = _OpenBatch(
+            log_partition, batch_bytes_max, producer)
+        self._arm_linger()
+        return batch
+
+    def _arm_linger(self) -> None:
         if self._linger is None:
             assert self._loop is not None
             self._linger = self._loop.call_later(self._linger_s, self._on_linger)
-        return batch
+
+    async def _open_in_transaction(self, topic: str, partition: int) -> _OpenBatch | None:
+        """The partition's open batch, the partition joining the transaction first; None
+        once the transaction is doomed (a failed join or write)."""
+        transactions = self._transactions
+        assert transactions is not None
+        if self._transaction_failure is not None or self._failure is not None:
+            return None
+        # While a transaction commits, the next one's batches open unjoined: the commit
+        # joins their partitions once it is done, before any of them is written.
+        if not transactions.committing and not transactions.joined(topic, partition):
+            if topic in INTERNAL_TOPICS:
+                raise InvalidTopicError(f"{topic} is an internal topic: only the broker writes it")
+            try:
+                await transactions.join([(topic, partition)])
+            except TransactionError as error:
+                self._transaction_failure = self._transaction_failure or error
+                return None
+        # Another send may have opened it while this one waited for the join.
+        return self._open.get((topic, partition)) or self._open_batch(topic, partition)
 
     def _on_linger(self) -> None:
         self._linger = None
-        self._write_all()
+        if self._may_write():
+            self._write_all()
+
+    def _may_write(self) -> bool:
+        """Open batches may go to the log: not while a transaction commits (they are the
+        next one's, their partitions not joined yet) nor once a join failed."""
+        transactions = self._transactions
+        return transactions is None or not (
+            transactions.committing or self._transaction_failure is not None)
 
     def _write_all(self) -> None:
         for batch in list(self._open.values()):
             with contextlib.suppress(LogError):  # kept in self._failure
                 self._write(batch)
 
-    def _write(self, batch: _OpenBatch) -> None:
-        """Append ``batch`` to its partition, on the loop, in order (as Produce does)."""
+    def _hold(self, batch: _OpenBatch) -> None:
+        """Close ``batch`` (its sequence numbers taken) without writing it yet."""
         partition = batch.partition
         del self._open[(partition.topic, partition.partition)]
+        self._close(batch)
+        self._held.append(batch)
+
+    def _close(self, batch: _OpenBatch) -> None:
+        """No record joins ``batch`` any more: the next batch's sequence follows it."""
+        if batch.base_sequence >= 0:
+            assert self._transactions is not None
+            self._transactions.closed(batch.partition.topic, batch.partition.partition,
+                                      batch.base_sequence, batch.count)
+
+    def _write(self, batch: _OpenBatch, *, closed: bool = False) -> None:
+        """Append ``batch`` to its partition, on the loop, in order (as Produce does);
+        ``closed``: taken out of the open batches already."""
+        partition = batch.partition
+        if not closed:
+            del self._open[(partition.topic, partition.partition)]
+            self._close(batch)
         data = batch.builder.build()
         try:
             appended = partition.append(data, wait_durable=False)
@@ -355,6 +441,8 @@ class EmbeddedTransport(Transport):
                 self._failure = error
             raise
         self._unflushed[partition] = appended.last_offset + 1
+        if self._transactions is not None:
+            self._written.add((partition.topic, partition.partition))
         self.broker.notify_append(partition.topic, partition.partition)
         self._records_written += batch.count
         self._batches_written += 1
@@ -362,6 +450,11 @@ class EmbeddedTransport(Transport):
 
     async def flush(self) -> None:
         self._write_all()
+        await self._wait_durable()
+
+    async def _wait_durable(self) -> None:
+        """Until every partition written since the last call is durable; raises a failed
+        write's or fsync's error (once)."""
         unflushed, self._unflushed = self._unflushed, {}
         waits = [
             self.broker.wait_durable(partition, up_to)
@@ -378,6 +471,92 @@ class EmbeddedTransport(Transport):
         if failure is not None:
             raise failure
 
+    # -- transactions -----------------------------------------------------------------------
+
+    async def init_transactions(self, transactional_id: str) -> None:
+        assert self._transactions is None, "init_transactions() once"
+        assert not self._open and not self._unflushed, "init_transactions() before any send"
+        transactions = EmbeddedTransactions(self.broker, transactional_id)
+        await transactions.init()
+        self._transactions = transactions
+
+    def seal_transaction(self) -> None:
+        transactions = self._transactions
+        assert transactions is not None, "init_transactions() first"
+        assert not transactions.committing, "one commit at a time"
+        self._sealed = list(self._open.values())
+        self._open.clear()
+        for batch in self._sealed:
+            self._close(batch)
+        transactions.committing = True
+
+    async def commit_transaction(
+        self, offsets: Mapping[TopicPartition, int], consumer: TransportConsumer | None
+    ) -> None:
+        transactions = self._transactions
+        assert transactions is not None and transactions.committing, "seal_transaction() first"
+        if self._transaction_failure is not None:
+            raise self._transaction_failure
+        sealed, self._sealed = self._sealed, []
+        try:
+            for batch in sealed:
+                self._write(batch, closed=True)
+            await self._wait_durable()  # every batch durable before the markers
+        except ProducerFencedError as error:
+            raise TransactionFencedError(transactions.transactional_id, str(error)) from error
+        except LogError as error:
+            raise TransactionAbortedError(
+                transactions.transactional_id, f"a write failed: {error}") from error
+        group = None
+        if offsets:
+            assert isinstance(consumer, EmbeddedConsumer), "offsets of this transport's consumer"
+            member = consumer.statistics().group
+            group = (member.group_id, member.generation_id, member.member_id)
+        await transactions.commit(offsets, group)
+        written, self._written = self._written, set()
+        await self._begin_next(transactions, written)
+
+    async def _begin_next(
+        self, transactions: EmbeddedTransactions, written: set[tuple[str, int]]
+    ) -> None:
+        """The next transaction: the partitions sent to while the last one committed, and
+        those it wrote to (likely written again), join it; then the batches that filled
+        meanwhile are written."""
+        likely = written
+        while True:
+            waiting = {(b.partition.topic, b.partition.partition)
+                       for b in (*self._held, *self._open.values())}
+            unjoined = [where for where in waiting | likely if not transactions.joined(*where)]
+            if not unjoined:
+                break
+            likely = set()
+            try:
+                await transactions.join(unjoined)
+            except TransactionError as error:  # the next commit raises it
+                self._transaction_failure = self._transaction_failure or error
+                transactions.committing = False
+                return
+        transactions.committing = False
+        held, self._held = self._held, []
+        for batch in held:
+            with contextlib.suppress(LogError):  # kept in self._failure
+                self._write(batch, closed=True)
+        if self._open:  # a linger that came during the commit wrote nothing
+            self._arm_linger()
+
+    async def abort_transaction(self) -> None:
+        transactions = self._transactions
+        assert transactions is not None, "init_transactions() first"
+        self._open.clear()  # never written: nothing to mark
+        self._sealed.clear()
+        self._held.clear()
+        self._written.clear()
+        self._unflushed.clear()
+        self._failure = None
+        self._transaction_failure = None
+        transactions.committing = False
+        await transactions.abort()
+
     # -- consuming ------------------------------------------------------------------------
 
     def consumer(
@@ -388,11 +567,18 @@ class EmbeddedTransport(Transport):
         *,
         auto_offset_reset: str = "earliest",
         standby_replicas: int = 0,
+        isolation_level: str | None = None,
+        group_instance_id: str | None = None,
     ) -> EmbeddedConsumer:
+        """See :meth:`Transport.consumer`. The default isolation level is
+        "read_uncommitted"; "read_committed" reads only committed transactions, up to each
+        partition's last stable offset. ``group_instance_id`` is not used: the group lives
+        in this process and goes with it, so a restart never finds its predecessor there."""
         consumer = EmbeddedConsumer(
             self.broker, group_id, topics, listener,
             auto_offset_reset=auto_offset_reset,
             standby_replicas=standby_replicas,
+            isolation_level=isolation_level or "read_uncommitted",
             client_id=self.app_id,
             session_timeout_ms=self._session_timeout_ms,
             rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
@@ -401,8 +587,9 @@ class EmbeddedTransport(Transport):
         self._consumers.add(consumer)
         return consumer
 
-    def reader(self) -> EmbeddedReader:
-        return EmbeddedReader(self.broker)
+    def reader(self, *, isolation_level: str | None = None) -> EmbeddedReader:
+        """See :meth:`Transport.reader`; ``isolation_level`` as for :meth:`consumer`."""
+        return EmbeddedReader(self.broker, isolation_level=isolation_level or "read_uncommitted")
 
     def statistics(self) -> EmbeddedTransportStatistics:
         return EmbeddedTransportStatistics(
@@ -412,9 +599,6 @@ class EmbeddedTransport(Transport):
         )  # fmt: skip
 
 
-# -- the folder: lock and address ----------------------------------------------------------
-
-
 def _open_broker(url: str) -> Broker:
     log = Log.open_url(url)
     try:
@@ -422,55 +606,6 @@ def _open_broker(url: str) -> Broker:
     except BaseException:
         log.close()
         raise
-
-
-def lock_log_folder(root: str) -> int:
-    """Take a log folder's lock, or raise :class:`LogInUseError` naming its owner.
-
-    Whoever opens the log's files should hold it (a worker, ``streamer broker``): the
-    returned descriptor holds it until ``os.close``. A ``worker.json`` left by an owner
-    that crashed is removed, so the file names the current owner or nobody.
-    """
-    os.makedirs(root, exist_ok=True)
-    fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        found = read_worker_address(root)
-        raise LogInUseError(root, *(found or (None, None))) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(root, ADDRESS_FILE))
-    return fd
-
-
-def write_worker_address(root: str, address: tuple[str, int], app_id: str) -> None:
-    record = {"host": address[0], "port": address[1], "pid": os.getpid(), "app_id": app_id}
-    path = os.path.join(root, ADDRESS_FILE)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(record, file)
-    os.replace(temporary, path)  # readers see the old file or the new one, never half
-
-
-def read_worker_address(root: str) -> tuple[tuple[str, int] | None, int | None] | None:
-    """``(address, pid)`` from a folder's ``worker.json``; None if absent or unreadable.
-
-    Only meaningful while the folder's lock is held: a crashed worker leaves its file.
-    """
-    try:
-        with open(os.path.join(root, ADDRESS_FILE), encoding="utf-8") as file:
-            record: Any = json.load(file)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    host, port, pid = record.get("host"), record.get("port"), record.get("pid")
-    address = (host, port) if isinstance(host, str) and type(port) is int else None
-    return address, pid if type(pid) is int else None
 
 
 def _parse_address(text: str) -> tuple[str, int]:

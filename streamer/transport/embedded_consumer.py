@@ -7,6 +7,12 @@ batches) as decoded events and hands them out in slices, so a small ``max_record
 decodes a batch twice. :meth:`EmbeddedConsumer.fetch` takes from the assigned partitions in
 turn, starting one further along on every call, so none starves the others.
 
+Control batches (transaction markers) never reach the app. With
+``isolation_level="read_committed"`` a partition is read only up to its last stable offset
+(the first offset of its oldest open transaction), and the batches of aborted transactions
+are skipped; "latest" then means the last stable offset. The default,
+``"read_uncommitted"``, reads up to the high watermark.
+
 Group membership (joins, heartbeats, rebalances, commits) is :mod:`.embedded_group`'s.
 """
 
@@ -20,12 +26,13 @@ from dataclasses import dataclass
 
 from aiokafka.record.memory_records import MemoryRecords
 
-from streamer.log import Log, OffsetOutOfRangeError
+from streamer.log import Log, OffsetOutOfRangeError, PartitionLog
 from streamer.log.broker import Broker
+from streamer.log.producer_state import AbortedTransaction
 from streamer.log.protocol.error_codes import ErrorCode
 
 from ..events import Event, TopicPartition
-from .base import RebalanceListener, TransportConsumer
+from .base import ISOLATION_LEVELS, RebalanceListener, TransportConsumer
 from .embedded_group import ConsumerGroupError, GroupMember, GroupMemberStatistics
 
 __all__ = [
@@ -33,7 +40,9 @@ __all__ = [
     "EmbeddedConsumer",
     "EmbeddedConsumerStatistics",
     "collect_in_turn",
+    "decode_committed",
     "decode_records",
+    "readable_end",
 ]
 
 logger = logging.getLogger("streamer.transport.embedded")
@@ -76,11 +85,13 @@ class EmbeddedConsumer(TransportConsumer):
         rebalance_timeout_ms: int,
         heartbeat_interval_ms: int,
         standby_replicas: int = 0,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(
                 f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}"
             )
+        self._read_committed = check_isolation_level(isolation_level)
         self._broker = broker
         self._log: Log = broker.log
         self._listener = listener
@@ -201,7 +212,8 @@ class EmbeddedConsumer(TransportConsumer):
         """Read and decode from the position on; None when there is nothing new."""
         partition = self._log.partition(tp.topic, tp.partition)
         position = self._positions[tp]
-        if position >= partition.high_watermark:
+        end = readable_end(partition, self._read_committed)
+        if position >= end:
             if position > partition.log_end_offset:  # bad committed offset, or truncation
                 self._positions[tp] = self._reset(tp, "past the end of the log")
             return None
@@ -210,7 +222,12 @@ class EmbeddedConsumer(TransportConsumer):
         except OffsetOutOfRangeError:  # retention or DeleteRecords moved the start past it
             position = self._positions[tp] = self._reset(tp, "below the log start")
             read = partition.read(position, FETCH_BYTES_MAX)
-        events, next_offset = decode_records(tp, read.records, position)
+        if self._read_committed:
+            events, next_offset = decode_committed(
+                tp, read.records, position, end, partition.aborted_ranges(position, end)
+            )
+        else:
+            events, next_offset = decode_records(tp, read.records, position)
         if next_offset <= position:
             return None
         buffered = _Buffered(events, 0, next_offset)  # events may be empty: control
@@ -226,9 +243,10 @@ class EmbeddedConsumer(TransportConsumer):
 
     def _reset_offset(self, tp: TopicPartition) -> int:
         partition = self._log.partition(tp.topic, tp.partition)
-        earliest = self._auto_offset_reset == "earliest"
-        offset: int = partition.log_start_offset if earliest else partition.high_watermark
-        return offset
+        if self._auto_offset_reset == "earliest":
+            start: int = partition.log_start_offset
+            return start
+        return readable_end(partition, self._read_committed)
 
     async def _wait_for_data(self, timeout_ms: int) -> None:
         """Until an append to an assigned partition, a rebalance, close, or the timeout."""
@@ -251,7 +269,7 @@ class EmbeddedConsumer(TransportConsumer):
             buffered = self._buffered.get(tp)
             if buffered is not None and buffered.index < len(buffered.events):
                 return True
-            if self._positions[tp] < self._log.partition(*tp).high_watermark:
+            if self._positions[tp] < readable_end(self._log.partition(*tp), self._read_committed):
                 return True
         return False
 
@@ -315,6 +333,22 @@ def collect_in_turn(
     return found, start + 1
 
 
+def check_isolation_level(isolation_level: str) -> bool:
+    """Whether ``isolation_level`` is "read_committed"; ValueError if it is neither."""
+    if isolation_level not in ISOLATION_LEVELS:
+        raise ValueError(
+            f"isolation_level={isolation_level!r}; expected one of {ISOLATION_LEVELS}"
+        )
+    return isolation_level == "read_committed"
+
+
+def readable_end(partition: PartitionLog, read_committed: bool) -> int:
+    """Where a reader stops: the last stable offset (read_committed) or the high
+    watermark."""
+    offset: int = partition.last_stable_offset if read_committed else partition.high_watermark
+    return offset
+
+
 def decode_records(tp: TopicPartition, records: bytes, position: int) -> tuple[list[Event], int]:
     """Events at or after ``position`` from whole batches, and the offset after the last
     batch. Control batches (transaction markers) are skipped."""
@@ -341,3 +375,40 @@ def decode_records(tp: TopicPartition, records: bytes, position: int) -> tuple[l
                 if r.offset >= position
             ])  # fmt: skip
     return events, next_offset
+
+
+def decode_committed(
+    tp: TopicPartition,
+    records: bytes,
+    position: int,
+    end: int,
+    aborted: Sequence[AbortedTransaction],
+) -> tuple[list[Event], int]:
+    """:func:`decode_records` for read_committed: only the batches below ``end`` (the last
+    stable offset), without those of the ``aborted`` transactions (a transactional batch of
+    producer P inside one of P's aborted ranges)."""
+    topic, partition = tp
+    events: list[Event] = []
+    next_offset = position
+    batches = MemoryRecords(records)
+    while (batch := batches.next_batch()) is not None:
+        if batch.base_offset >= end:
+            break
+        next_offset = batch.next_offset
+        if batch.is_control_batch:
+            continue
+        if batch.is_transactional and _aborted(batch.producer_id, batch.base_offset, aborted):
+            continue
+        events.extend([
+            Event(topic, partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers))
+            for r in batch
+            if r.offset >= position
+        ])  # fmt: skip
+    return events, next_offset
+
+
+def _aborted(producer_id: int, offset: int, aborted: Sequence[AbortedTransaction]) -> bool:
+    return any(
+        entry.producer_id == producer_id and entry.first_offset <= offset <= entry.last_offset
+        for entry in aborted
+    )

@@ -9,19 +9,28 @@ until it fills or ``flush`` runs: the runtime flushes at each checkpoint.
 
 Topics are created with aiokafka's admin client; the group consumer lives in
 :mod:`streamer.transport.kafka_consumer`.
+
+:meth:`KafkaTransport.init_transactions` makes the producer aiokafka's transactional one
+(exactly-once workers): the same batches go out inside a transaction, and
+:meth:`KafkaTransport.commit_transaction` adds the consumer's offsets with
+``send_offsets_to_transaction`` and commits. aiokafka speaks TxnOffsetCommit v0, which
+carries no group generation: before committing offsets this transport checks that the
+consumer is still in the generation its transaction began in and not asked to rejoin, and
+aborts otherwise (the broker cannot refuse a zombie's offsets by generation, as KIP-447 does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, NoError, TopicAlreadyExistsError, for_code
 
-from ..events import Headers
+from ..events import Headers, TopicPartition
 from .base import RebalanceListener, TopicSpec, Transport, TransportConsumer
 from .kafka_client import (
     CONNECT_TIMEOUT_MS,
@@ -30,6 +39,8 @@ from .kafka_client import (
     ConsumerError,
     DeliveryError,
     TopicSetupError,
+    TransactionAbortedError,
+    TransactionError,
     TransportError,
     explain,
     start_bounded,
@@ -86,6 +97,11 @@ class KafkaTransport(Transport):
         self._admin: Any = None  # AIOKafkaAdminClient once started
         self._partition_counts: dict[str, int] = {}
         self._open_batches: dict[Partition, Any] = {}  # aiokafka BatchBuilder per partition
+        # Transactions: the committing one's builders, and the next one's that filled
+        # while it commits (shipped after it: a producer has one transaction at a time).
+        self._sealed: list[tuple[Partition, Any]] = []
+        self._held: list[tuple[Partition, Any]] = []
+        self._committing = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -108,12 +124,17 @@ class KafkaTransport(Transport):
         self._admin = admin
 
     async def close(self) -> None:
-        """Flush, then close the producer and the admin client (even if the flush fails)."""
+        """Flush, then close the producer and the admin client (even if the flush fails).
+        Transactional: abort the open transaction instead (what was to be kept was
+        committed)."""
         admin, self._admin = self._admin, None
         if admin is None:
             return
         try:
-            if self._shipper.broken is None:
+            if self._shipper.transactional_id is not None:
+                with contextlib.suppress(TransactionError):  # fenced: nothing of ours is open
+                    await self.abort_transaction()
+            elif self._shipper.broken is None:
                 await self.flush()
         finally:
             await self._shipper.close()
@@ -222,6 +243,9 @@ class KafkaTransport(Transport):
         # Full: this record starts the next builder, and the full one is shipped.
         fresh = self._open_batches[where] = self._shipper.new_batch()
         fresh.append(timestamp=timestamp_ms, key=key, value=value, headers=header_list)
+        if self._committing:
+            self._held.append((where, builder))  # the next transaction's
+            return
         await self._shipper.ship(where, builder)
 
     async def flush(self) -> None:
@@ -248,6 +272,8 @@ class KafkaTransport(Transport):
         *,
         auto_offset_reset: str = "earliest",
         standby_replicas: int = 0,
+        isolation_level: str | None = None,
+        group_instance_id: str | None = None,
     ) -> TransportConsumer:
         return KafkaTransportConsumer(
             self.bootstrap,
@@ -256,12 +282,57 @@ class KafkaTransport(Transport):
             topics=topics,
             listener=listener,
             auto_offset_reset=auto_offset_reset,
-            isolation_level=self.isolation_level,
+            isolation_level=isolation_level or self.isolation_level,
             connect_timeout_ms=self.connect_timeout_ms,
             standby_replicas=standby_replicas,
+            group_instance_id=group_instance_id,
         )
 
-    def reader(self) -> KafkaReader:
+    def reader(self, *, isolation_level: str | None = None) -> KafkaReader:
         return KafkaReader(self.bootstrap, client_id=self.client_id,
-                           isolation_level=self.isolation_level,
+                           isolation_level=isolation_level or self.isolation_level,
                            connect_timeout_ms=self.connect_timeout_ms)
+
+    # -- transactions -------------------------------------------------------------------
+
+    async def init_transactions(self, transactional_id: str) -> None:
+        assert not self._open_batches, "init_transactions() before any send"
+        await self._shipper.make_transactional(transactional_id)
+
+    def seal_transaction(self) -> None:
+        assert self._shipper.transactional_id is not None, "init_transactions() first"
+        assert not self._committing, "one commit at a time"
+        self._sealed = list(self._open_batches.items())
+        self._open_batches.clear()
+        self._committing = True
+
+    async def commit_transaction(
+        self, offsets: Mapping[TopicPartition, int], consumer: TransportConsumer | None
+    ) -> None:
+        transactional_id = self._shipper.transactional_id
+        assert transactional_id is not None and self._committing, "seal_transaction() first"
+        group_id = None
+        if offsets:
+            assert isinstance(consumer, KafkaTransportConsumer), "offsets of this transport's"
+            if not consumer.in_generation():
+                raise TransactionAbortedError(
+                    transactional_id, f"group {consumer.group_id!r} is rebalancing or this "
+                    "member left it: its offsets may belong to another member now")
+            group_id = consumer.group_id
+        sealed, self._sealed = self._sealed, []
+        await self._shipper.commit(
+            sealed, {(tp.topic, tp.partition): offset for tp, offset in offsets.items()},
+            group_id,
+        )
+        # The next transaction has begun: what filled meanwhile goes first, in order.
+        held, self._held = self._held, []
+        self._shipper.hand_over(held)
+        self._committing = False
+
+    async def abort_transaction(self) -> None:
+        assert self._shipper.transactional_id is not None, "init_transactions() first"
+        self._open_batches.clear()  # never handed over: nothing to abort
+        self._sealed.clear()
+        self._held.clear()
+        self._committing = False
+        await self._shipper.abort()

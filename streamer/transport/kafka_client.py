@@ -7,7 +7,14 @@ The errors hang under :class:`~streamer.errors.StreamerError`::
     ├── BrokerUnreachableError    no broker answered at the bootstrap address in time
     ├── TopicSetupError           a topic could not be created or its metadata never appeared
     ├── DeliveryError             the broker refused (or never acknowledged) produced records
-    └── ConsumerError             a consumer-group call failed (fetch, commit, rebalance)
+    ├── ConsumerError             a consumer-group call failed (fetch, commit, rebalance)
+    └── TransactionError          a transaction (exactly-once) did not commit
+        ├── TransactionAbortedError   aborted, or must be: redo the work since the last commit
+        └── TransactionFencedError    another producer with the same transactional id, or
+                                      the group's next generation, took over: stop writing
+
+Both transports raise the transaction errors, so the runtime tells what it may retry (an
+abort) from what it must never retry (a fence) the same way on either.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ __all__ = [
     "ConsumerError",
     "DeliveryError",
     "TopicSetupError",
+    "TransactionAbortedError",
+    "TransactionError",
+    "TransactionFencedError",
     "TransportError",
     "explain",
     "start_bounded",
@@ -74,6 +84,25 @@ class DeliveryError(TransportError):
 
 class ConsumerError(TransportError):
     """A consumer-group call failed: fetch, commit or a rebalance callback."""
+
+
+class TransactionError(TransportError):
+    """A transaction did not commit; ``transactional_id`` names its producer."""
+
+    def __init__(self, transactional_id: str, message: str) -> None:
+        super().__init__(f"transaction of {transactional_id!r}: {message}")
+        self.transactional_id = transactional_id
+
+
+class TransactionAbortedError(TransactionError):
+    """The transaction was aborted, or can only be: nothing of it is visible to
+    ``read_committed`` readers, and the work since the last commit must be redone."""
+
+
+class TransactionFencedError(TransactionError):
+    """This producer may never write again: a newer producer with the same transactional id
+    (a restarted worker, or a timed-out transaction's abort) or the consumer group's next
+    generation (its partitions moved to another member) took over."""
 
 
 def explain(exc: BaseException) -> str:

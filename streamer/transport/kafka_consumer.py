@@ -19,6 +19,12 @@ Group timing (the defaults below; Kafka's own are 45 s / 3 s / 5 min):
   out of the group, so one stuck agent cannot hold partitions forever.
 - ``rebalance_timeout_ms`` 60 s: how long the broker waits for members to rejoin, which
   includes the runtime's revoke callback (finish, flush, commit).
+
+A ``group_instance_id`` makes the member static (KIP-345): a restart with the same id takes
+the place of the member it replaces at once, with its partitions, instead of waiting for
+its session to expire and a rebalance (exactly-once workers use their transactional id). A
+clean :meth:`~KafkaTransportConsumer.close` still leaves the group at once: aiokafka does not
+send LeaveGroup for a static member, so this consumer does.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from ..events import Event, TopicPartition
@@ -72,6 +79,7 @@ class KafkaTransportConsumer(TransportConsumer):
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS,
         standby_replicas: int = 0,
+        group_instance_id: str | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest"):
             raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', "
@@ -87,7 +95,8 @@ class KafkaTransportConsumer(TransportConsumer):
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
-        self._listener = _RebalanceAdapter(listener)
+        self.group_instance_id = group_instance_id
+        self._listener = _RebalanceAdapter(listener, self._generation)
         self._assignor = CopartitionedAssignor(standby_replicas)
         self._consumer: Any = None  # AIOKafkaConsumer once started
 
@@ -99,6 +108,7 @@ class KafkaTransportConsumer(TransportConsumer):
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
             group_id=self.group_id,
+            group_instance_id=self.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset=self.auto_offset_reset,
             isolation_level=self.isolation_level,
@@ -131,6 +141,10 @@ class KafkaTransportConsumer(TransportConsumer):
         broker gone, the group drops this member after ``session_timeout_ms`` anyway."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
+            if self.group_instance_id is not None:
+                with contextlib.suppress(TimeoutError, KafkaError):
+                    await asyncio.wait_for(_leave_static(consumer),
+                                           CONSUMER_STOP_TIMEOUT_MS / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_TIMEOUT_MS / 1000)
 
@@ -169,6 +183,20 @@ class KafkaTransportConsumer(TransportConsumer):
                 f"commit of {dict(offsets)} for group {self.group_id!r} failed: {explain(exc)}"
             ) from exc
 
+    def _generation(self) -> int:
+        """The group generation aiokafka is in (-1 after the group dropped this member)."""
+        if self._consumer is None:
+            return -1
+        generation: int = self._consumer._coordinator.generation  # noqa: SLF001
+        return generation
+
+    def in_generation(self) -> bool:
+        """Whether this member is still in the generation of its last assignment: false
+        once the group dropped it (a heartbeat found it unknown or of an old generation),
+        when its committed offsets could belong to another member."""
+        generation = self._generation()
+        return generation >= 0 and generation == self._listener.assigned_generation
+
     def assignment(self) -> frozenset[TopicPartition]:
         if self._consumer is None:
             return frozenset()
@@ -196,6 +224,14 @@ class KafkaTransportConsumer(TransportConsumer):
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
 
 
+async def _leave_static(consumer: Any) -> None:
+    """LeaveGroup for a static member (which aiokafka's stop does not send)."""
+    coordinator = consumer._coordinator  # noqa: SLF001
+    if coordinator.generation > 0 and coordinator.member_id:
+        await coordinator._send_req(  # noqa: SLF001
+            LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
+
+
 class _RebalanceAdapter(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Awaits our listener's callbacks from aiokafka's coordinator task.
 
@@ -204,15 +240,18 @@ class _RebalanceAdapter(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
     empty revocation (a member's first join) is not passed on.
     """
 
-    def __init__(self, listener: RebalanceListener) -> None:
+    def __init__(self, listener: RebalanceListener, generation: Callable[[], int]) -> None:
         self.listener = listener
         self.failure: BaseException | None = None
+        self._generation = generation
+        self.assigned_generation = -1  # the generation of the last assignment
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         if revoked:
             await self._call(self.listener.on_partitions_revoked, revoked)
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        self.assigned_generation = self._generation()
         await self._call(self.listener.on_partitions_assigned, assigned)
 
     async def _call(

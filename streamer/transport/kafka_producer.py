@@ -15,6 +15,12 @@ aiokafka's C-accelerated ``DefaultRecordBatchBuilder``) and hands a full one ove
   :meth:`BatchShipper.flush` as :class:`DeliveryError`, which then replaces the producer:
   after a refused batch an idempotent producer's sequence numbers have a gap the broker
   rejects, and a producer whose broker vanished retries forever.
+- Transactions. With a ``transactional_id`` the producer is aiokafka's transactional one,
+  always inside a transaction: one begins when the producer starts (InitProducerId, which
+  aborts a predecessor's open transaction and fences it) and after every
+  :meth:`BatchShipper.commit` and :meth:`BatchShipper.abort`. A replaced producer (after a
+  failure, or an abort the broker did not answer) re-initialises with the same id, which
+  aborts whatever the old one left open.
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ import functools
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.errors import IllegalOperation, KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.structs import OffsetAndMetadata
 
 from .kafka_client import (
     REQUEST_TIMEOUT_MS,
     BrokerUnreachableError,
     DeliveryError,
+    TransactionAbortedError,
+    TransactionFencedError,
     TransportError,
+    explain,
     start_bounded,
 )
 
@@ -55,6 +66,8 @@ UNACKED_BATCHES_MAX = 32
 DELIVERY_TIMEOUT_MS = 120_000
 # Stopping a producer waits for its in-flight requests; a dead broker must not hold it longer.
 PRODUCER_STOP_TIMEOUT_MS = 5_000
+# The coordinator aborts a transaction open longer than this, and fences its producer.
+TRANSACTION_TIMEOUT_MS = 60_000
 
 Partition = tuple[str, int]
 
@@ -83,6 +96,7 @@ class BatchShipper:
         self.client_id = client_id
         self.connect_timeout_ms = connect_timeout_ms
         self.delivery_timeout_ms = delivery_timeout_ms
+        self.transactional_id: str | None = None  # make_transactional()
         self._producer: Any = None  # AIOKafkaProducer once started
         # The last hand-over per partition, resolved once its batch is with the producer.
         self._tails: dict[Partition, asyncio.Future[None]] = {}
@@ -97,6 +111,10 @@ class BatchShipper:
         self._producer = await self._start_producer()
 
     async def _start_producer(self) -> Any:
+        transactional = {} if self.transactional_id is None else {
+            "transactional_id": self.transactional_id,
+            "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
+        }
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
@@ -105,12 +123,100 @@ class BatchShipper:
             max_batch_size=BATCH_BYTES_MAX,
             linger_ms=0,  # a batch handed over is full or flushed: nothing to wait for
             request_timeout_ms=REQUEST_TIMEOUT_MS,
+            **transactional,
         )
         await start_bounded(
             producer.start(), producer.stop,
             bootstrap=self.bootstrap, what="producer", timeout_ms=self.connect_timeout_ms,
         )
+        if self.transactional_id is not None:
+            try:
+                await self._begin(producer)
+            except BaseException:
+                await _stop_producer(producer)
+                raise
         return producer
+
+    # -- transactions -----------------------------------------------------------------------
+
+    async def make_transactional(self, transactional_id: str) -> None:
+        """Replace the idempotent producer with a transactional one (nothing may have been
+        sent yet); its start fences a predecessor with the same id."""
+        assert not self._unacked, "make_transactional() before any send"
+        self.transactional_id = transactional_id
+        old, self._producer = self._producer, await self._start_producer()
+        if old is not None:
+            await _stop_producer(old)
+
+    async def _begin(self, producer: Any) -> None:
+        """The next transaction (waits for the producer id the first time)."""
+        await self._transactional("begin", producer.begin_transaction(),
+                                  self.connect_timeout_ms, producer)
+
+    async def commit(
+        self, builders: list[tuple[Partition, Any]],
+        offsets: dict[tuple[str, int], int], group_id: str | None,
+    ) -> None:
+        """Flush ``builders`` (as :meth:`flush`), add ``offsets`` for ``group_id``, commit;
+        then begin the next transaction. Raises ``TransactionAbortedError`` (then call
+        :meth:`abort`) or ``TransactionFencedError``."""
+        assert self.transactional_id is not None
+        try:
+            await self.flush(builders)
+        except DeliveryError as error:  # the producer was replaced: its transaction aborted
+            raise TransactionAbortedError(self.transactional_id, str(error)) from error
+        except TransportError as error:
+            raise TransactionAbortedError(self.transactional_id, str(error)) from error
+        producer = self._producer
+        timeout_ms = self.delivery_timeout_ms
+        if offsets:
+            assert group_id is not None
+            committed = {KafkaTopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+                         for (topic, partition), offset in offsets.items()}
+            await self._transactional(
+                "send_offsets_to_transaction",
+                producer.send_offsets_to_transaction(committed, group_id), timeout_ms, producer)
+        await self._transactional("commit", producer.commit_transaction(), timeout_ms, producer)
+        await self._begin(producer)
+
+    async def abort(self) -> None:
+        """Drop the transaction (builders not handed over are the caller's to drop), then
+        begin the next; a producer that cannot abort is replaced (which aborts too)."""
+        assert self.transactional_id is not None
+        producer = self._producer
+        for task in list(self._hand_overs):
+            task.cancel()
+        for tail in self._tails.values():  # a task cancelled before it ran never resolves it
+            if not tail.done():
+                tail.set_result(None)
+        self._tails.clear()
+        try:
+            await self._transactional("abort", producer.abort_transaction(),
+                                      self.delivery_timeout_ms, producer)
+            await self._begin(producer)
+        except TransactionAbortedError:
+            self._producer = await self._start_producer()  # fences the old one, aborting
+            await _stop_producer(producer)
+        for delivery in self._unacked:
+            self._settle(delivery, None)
+        self._unacked.clear()
+        self._failure = None
+
+    async def _transactional(
+        self, what: str, call: Any, timeout_ms: int, producer: Any
+    ) -> None:
+        """Await one of aiokafka's transaction calls; its errors made ours."""
+        assert self.transactional_id is not None
+        try:
+            await asyncio.wait_for(call, timeout_ms / 1000)
+        except ProducerFenced as error:
+            raise TransactionFencedError(self.transactional_id, f"{what}: fenced") from error
+        except (KafkaError, IllegalOperation, TimeoutError, AssertionError) as error:
+            if producer._txn_manager.is_fatal_error():  # noqa: SLF001
+                raise TransactionFencedError(
+                    self.transactional_id, f"{what}: {explain(error)}") from error
+            raise TransactionAbortedError(
+                self.transactional_id, f"{what}: {explain(error)}") from error
 
     async def close(self) -> None:
         """Stop the producer (within a bound); call :meth:`flush` first to keep its batches."""
@@ -143,6 +249,13 @@ class BatchShipper:
             if len(self._unacked) > UNACKED_BATCHES_MAX:
                 await asyncio.wait([self._unacked[0].settled])
                 self._drop_settled()
+
+    def hand_over(self, builders: list[tuple[Partition, Any]]) -> None:
+        """Hand ``builders`` over in this order, without waiting (:meth:`flush` waits)."""
+        if self.broken is not None:
+            raise self.broken
+        for where, builder in builders:
+            self._hand_over(where, builder)
 
     def _hand_over(self, where: Partition, builder: Any) -> asyncio.Task[None]:
         """Plain ``def``: the batch's place in the partition's chain is taken now."""
@@ -223,6 +336,9 @@ class BatchShipper:
         self._drop_settled()
         failure, self._failure = self._failure, None
         if failure is not None:
+            if self.transactional_id is not None and isinstance(failure.__cause__, ProducerFenced):
+                # A newer producer has the id: re-initialising would fence it in turn.
+                raise TransactionFencedError(self.transactional_id, str(failure)) from failure
             await self._replace_producer(failure, abandon=bool(late))
             raise failure
 

@@ -28,7 +28,7 @@ from streamer.partitioner import murmur2
 
 
 def test_parse_only() -> None:
-    everything = (["count", "window", "recovery"],
+    everything = (["count", "count-eos", "window", "recovery"],
                   ["streamer-embedded", "streamer-kafka", "quixstreams"])
     assert parse_only(None) == everything
     assert parse_only("quixstreams, count") == (["count"], ["quixstreams"])
@@ -141,3 +141,23 @@ def test_a_tiny_windowed_run_over_the_broker_matches_quixstreams(tmp_path: Path)
     (ratio,) = report["ratios"]
     assert ratio["goal"] == 1.5 and ratio["ratio"] > 0
     assert "streamer bench stateful" in output.getvalue()
+
+
+@pytest.mark.skipif(not (importable("confluent_kafka") and importable("quixstreams")),
+                    reason="needs confluent-kafka and quixstreams")
+def test_a_tiny_exactly_once_run_beside_at_least_once(tmp_path: Path) -> None:
+    """count-eos: streamer and quixstreams in transactions on the same events, the output
+    read back read_committed and checked; its ratios to count and to quixstreams."""
+    report = run_stateful_benchmark(
+        workloads=["count", "count-eos"], frameworks=["streamer-embedded", "quixstreams"],
+        events=1_000, keys=10, recovery_keys=1, runs=1, data_dir=str(tmp_path),
+        profile_dir=None, json_path=None, console=Console(file=io.StringIO(), width=100),
+    )
+    assert report["failures"] == 0, report["measurements"]
+    rows = {(m["workload"], m["framework"]): m for m in report["measurements"]}
+    assert rows[("count-eos", "streamer-embedded")]["outputs"] == 1_000
+    assert rows[("count-eos", "streamer-embedded")]["durable_seconds"][0] > 0
+    ratios = {(r["workload"], r["framework"], r["over"]): r for r in report["ratios"]}
+    assert ratios[("count-eos", "streamer-embedded", "count")]["goal"] == 0.85
+    assert ratios[("count-eos", "quixstreams", "count")]["ratio"] > 0
+    assert ratios[("count-eos", "streamer-embedded", "quixstreams")]["goal"] == 3.0
