@@ -337,7 +337,12 @@ class Worker:
             if partitions is not None:
                 offsets = {tp: offset for tp, offset in offsets.items() if tp in partitions}
             assert self.transport is not None and self.consumer is not None
-            await self.tables.send(changes)
+            if changes:
+                # What the agents sent goes to the log before the state that says they sent
+                # it: a crash between the two must not leave a changelog (a join's closed
+                # window, say) ahead of the rows it stands for.
+                await self.transport.flush()
+                await self.tables.send(changes)
             await self.transport.flush()
             await self.tables.write(changes)
             if offsets:
