@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .agents import CURRENT_INSTANCE
 from .errors import StreamerError
 from .operators import (
     Aggregate,
@@ -205,6 +206,7 @@ class _Run:
         self.aggregators: dict[int, tuple[CachedStore, WindowedAggregator]] = {}
         self.last_event: dict[int, tuple[int, float]] = {}  # partition → (event ms, wall s)
         self.clock = _wall_clock(aggregation.app)
+        self.instance = CURRENT_INSTANCE.get()  # the agent instance iterating this
 
     def aggregator(self, partition: int) -> WindowedAggregator:
         cached = self.table.active.get(partition)
@@ -224,6 +226,12 @@ class _Run:
         aggregator.restore()  # a new or reassigned partition: state from its store
         self.aggregators[partition] = (cached, aggregator)
         return aggregator
+
+    def _serves(self, partition: int) -> bool:
+        """True when this agent instance reads ``partition`` (instance ``i`` of ``n`` reads
+        the partitions ``p % n == i``)."""
+        instance = self.instance
+        return instance is None or partition % instance.agent.concurrency == instance.index
 
     def _late(self, handler: Callable[[Any, Any, int], None] | None
               ) -> Callable[[Any, Any, int], None]:
@@ -270,8 +278,15 @@ class _Run:
                 pending.cancel()
 
     def _close_idle(self, idle_s: float) -> list[Result]:
-        """Move idle partitions' watermarks on by the wall time since their last event."""
+        """Move idle partitions' watermarks on by the wall time since their last event (or
+        since this run found them idle: a partition restored with open windows and no new
+        event closes them too)."""
         now = self.clock()
+        for partition in sorted(self.table.active):
+            if partition not in self.last_event and self._serves(partition):
+                watermark_ms = self.aggregator(partition).watermark_ms
+                if watermark_ms is not None:
+                    self.last_event[partition] = (watermark_ms, now)
         results: list[Result] = []
         for partition, (time_ms, wall_s) in list(self.last_event.items()):
             if now - wall_s < idle_s or partition not in self.table.active:

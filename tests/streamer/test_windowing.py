@@ -6,6 +6,7 @@ a durable log."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,41 @@ def test_window_state_survives_a_restart(tmp_path: Path) -> None:
         return finals
 
     assert [(r.key, r.start_ms, r.value) for r in run(scenario())] == [("/home", 0, 7)]
+
+
+def test_a_restored_window_closes_when_no_event_ever_comes_again(tmp_path: Path) -> None:
+    """The idle clock of a partition restored with an open window starts at the restore, so
+    the window still closes (and comes out once) although the partition never gets another
+    event."""
+    url = str(tmp_path / "log")
+    finals: list[Result] = []
+
+    def app(idle_timeout_s: float | None) -> streamer.App:
+        application = streamer.App("restored-idle", state_dir=str(tmp_path / "state"),
+                                   commit_interval_s=0.1)
+        clicks = application.topic("clicks", value_type=str, partitions=2)
+
+        @application.agent(clicks, concurrency=2)
+        async def per_page(stream: streamer.Stream) -> None:
+            windows = stream.window(tumbling(10), idle_timeout_s=idle_timeout_s).count()
+            async for result in windows.final():
+                finals.append(result)
+
+        return application
+
+    async def scenario() -> list[Result]:
+        await _produce_at(url, [1, 2, 3, 4, 5])
+        first = app(None)
+        async with running(first, url) as worker:
+            await worker.wait(lambda: _consumed(first) >= 5, "5 clicks")
+        assert finals == []
+        second = app(0.3)
+        async with running(second, url) as worker:
+            await worker.wait(lambda: bool(finals), "the final count, by idleness")
+            await asyncio.sleep(0.5)  # a second instance closing it again would show now
+        return finals
+
+    assert [(r.key, r.start_ms, r.value) for r in run(scenario())] == [("/home", 0, 5)]
 
 
 def _consumed(app: streamer.App) -> int:
