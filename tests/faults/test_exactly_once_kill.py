@@ -72,6 +72,8 @@ async def _protocol_url(url: str, worker: WorkerProcess) -> str:
     await worker.wait_for_line(r"worker of eos-counter running on", START_TIMEOUT_S)
     if url.startswith("kafka://"):
         return url
+    # Logged just after the "running" line: it may not have been read yet.
+    await worker.wait_for_line(r"the log is served at (\S+)", START_TIMEOUT_S)
     served = worker.find(r"the log is served at (\S+)")[0].group(1)
     return f"kafka://{served}"
 
