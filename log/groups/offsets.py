@@ -34,13 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ..batch import split_batches
 from ..clock import Clock
 from ..errors import LogError, LogStorageError, RecordTooLargeError
 from ..partition import AppendResult, PartitionLog
 from ..protocol.error_codes import ErrorCode
+from ..replay import replay_records
 from ..storage import Log
 
 __all__ = [
@@ -66,7 +66,6 @@ _VALUE_VERSION = 3
 _STRING_BYTES_MAX = 32767  # an int16 length, as on the wire
 # Kafka's offsets.topic.segment.bytes: segments small enough for compaction to clean soon.
 _SEGMENT_BYTES = 100 * 1024 * 1024
-_READ_BYTES = 1 << 20  # per read while replaying
 _BUILDER_BATCH_BYTES_MAX = 1 << 30  # the topic's max.message.bytes is the real limit
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
@@ -252,26 +251,11 @@ class OffsetStore:
         self._appender = ThreadPoolExecutor(1, thread_name_prefix="streamer-offsets")
 
     def _replay(self, partition: PartitionLog) -> None:
-        offset = partition.log_start_offset
-        while offset < partition.log_end_offset:
-            data = partition.read(offset, _READ_BYTES).records
-            if not data:
-                break  # only compacted-away offsets remain up to the end
-            for position, header in split_batches(data):
-                if not header.is_control and header.records_count > 0:
-                    records = self._decoded(partition, data[position : position + header.size])
-                    for record in records:
-                        if record.offset >= offset:  # the first batch may start earlier
-                            self._replay_record(partition, record)
-                offset = max(offset, header.next_offset)
+        for record in replay_records(partition, self._skipped):
+            self._replay_record(partition, record)
 
-    def _decoded(self, partition: PartitionLog, batch: bytes) -> list[Any]:
-        try:
-            return list(DefaultRecordBatch(batch))
-        except Exception as error:  # each codec raises its own types: aiokafka's, cramjam's
-            self.skipped_records += 1
-            logger.warning("%s: skipped a batch that does not decode: %s", partition.name, error)
-            return []
+    def _skipped(self) -> None:
+        self.skipped_records += 1
 
     def _replay_record(self, partition: PartitionLog, record: Any) -> None:
         if record.key is None:

@@ -27,12 +27,12 @@ import logging
 import struct
 from typing import Any
 
-from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ..batch import split_batches
 from ..clock import Clock
 from ..groups.offsets import fits_string, partition_for
 from ..partition import PartitionLog
+from ..replay import replay_records
 from ..storage import Log
 from .state import PendingOffset, TopicPartition, Transaction, TransactionState
 
@@ -45,7 +45,6 @@ _KEY_VERSION = 0
 _VALUE_VERSION = 100
 # Kafka's transaction.state.log.segment.bytes: small enough for compaction to clean soon.
 _SEGMENT_BYTES = 100 * 1024 * 1024
-_READ_BYTES = 1 << 20  # per read while replaying
 _BUILDER_BATCH_BYTES_MAX = 1 << 30  # the topic's max.message.bytes is the real limit
 _INT8 = struct.Struct(">b")
 _INT16 = struct.Struct(">h")
@@ -201,25 +200,11 @@ class TransactionLog:
         return found
 
     def _replay(self, partition: PartitionLog, found: dict[str, Transaction]) -> None:
-        offset = partition.log_start_offset
-        while offset < partition.log_end_offset:
-            data = partition.read(offset, _READ_BYTES).records
-            if not data:
-                break  # only compacted-away offsets remain up to the end
-            for position, header in split_batches(data):
-                if not header.is_control and header.records_count > 0:
-                    for record in self._records(partition, data[position : position + header.size]):
-                        if record.offset >= offset:  # the first batch may start earlier
-                            self._replay_record(partition, record, found)
-                offset = max(offset, header.next_offset)
+        for record in replay_records(partition, self._skipped):
+            self._replay_record(partition, record, found)
 
-    def _records(self, partition: PartitionLog, batch: bytes) -> list[Any]:
-        try:
-            return list(DefaultRecordBatch(batch))
-        except Exception as error:  # each codec raises its own types
-            self.skipped_records += 1
-            logger.warning("%s: skipped a batch that does not decode: %s", partition.name, error)
-            return []
+    def _skipped(self) -> None:
+        self.skipped_records += 1
 
     def _replay_record(
         self, partition: PartitionLog, record: Any, found: dict[str, Transaction]
