@@ -136,7 +136,11 @@ def run_until_stopped(
     app: App, settings: Any, watch: Callable[[asyncio.Event], Awaitable[None]] | None,
 ) -> None:
     """Say ``start`` and run ``app`` until SIGTERM or SIGINT, or until ``watch(stop)``
-    (in a task beside it) sets ``stop``."""
+    (in a task beside it) sets ``stop``. The process is set up as ``streamer worker`` sets
+    up its own (:func:`streamer.worker.tune_gc`)."""
+    from streamer.worker import tune_gc
+
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()
