@@ -35,9 +35,14 @@ Every change is written through to ``store``; in memory are the buffered events 
 included, so events never read the store) and the close timers, all rebuilt by
 :meth:`~WindowJoiner.restore`. Layout (keys are tuples of plain values)::
 
-    "__stream_time__"           → int, the partition's stream time (ms)
+    "__stream_time__"           → int, the partition's stream time (ms), see below
     ("L", key, t, seq)          → [matched, value]: a buffered left event
     ("R", key, t, seq)          → [matched, value]: a buffered right event
+
+Stream time is the largest time of an accepted event, and every accepted event stays in the
+store until its window closes; so it is written only when windows close (and on
+:meth:`~WindowJoiner.advance`), and restore takes the larger of it and the buffered events'
+times. That saves a write per event in order.
 
 ``seq`` tells events of one side with the same key and time apart and is the same when an
 event is processed again (the caller passes the record's offset): a replay after a crash
@@ -52,8 +57,8 @@ overwrites its own entry (keeping ``matched``) instead of adding a second one.
 
 from __future__ import annotations
 
-import bisect
 import heapq
+from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
@@ -84,7 +89,7 @@ NO_TIME: Final = -(2**63)  # below any timestamp: nothing has been seen yet
 
 EntryKey = tuple[str, Hashable, int, Any]  # (tag, key, timestamp_ms, seq)
 Held = list[Any]  # [matched, value]: what the store holds for a buffered event
-Buffered = tuple[int, Any, Held]  # (timestamp_ms, seq, held), sorted per (tag, key)
+_row = tuple.__new__  # a JoinRow without NamedTuple's __new__ frame (hot path)
 
 
 class JoinRow(NamedTuple):
@@ -111,15 +116,30 @@ def check_how(how: str, allowed: tuple[str, ...], what: str) -> None:
         raise JoinError(f"{what}: how is one of {listed}, not {how!r}")
 
 
-_TAGS: Final = {"left": LEFT_TAG, "right": RIGHT_TAG}
-
-
 def side_tag(side: str) -> str:
     if side == "left":
         return LEFT_TAG
     if side == "right":
         return RIGHT_TAG
     raise JoinError(f'a join side is "left" or "right", not {side!r}')
+
+
+class _Side:
+    """One side's settings and buffer, seen from an event of that side."""
+
+    __slots__ = ("ahead", "alone", "back", "buffer", "close_after", "left", "other", "tag")
+
+    def __init__(self, tag: str, back: int, ahead: int, grace_ms: int, alone: bool) -> None:
+        self.tag = tag
+        self.left = tag == LEFT_TAG
+        self.back = back  # its partners' times go from t - back ...
+        self.ahead = ahead  # ... to t + ahead
+        self.close_after = max(ahead, 0) + grace_ms  # its window closes past t + this
+        self.alone = alone  # an event that never joined comes out alone
+        # key → [times, items]: its buffered events by (time, seq), times (ints, for
+        # bisect) and (seq, held) apart. The only copy in memory.
+        self.buffer: dict[Hashable, list[list[Any]]] = {}
+        self.other: _Side = self
 
 
 class WindowJoiner:
@@ -149,18 +169,16 @@ class WindowJoiner:
         self.before_ms = before_ms
         self.after_ms = after_ms
         self.grace_ms = grace_ms
-        # Per side (by tag): how far back and ahead its partners' times go, when its window
-        # closes past its time, and whether it comes out alone if it never joined.
-        self._back = {LEFT_TAG: before_ms, RIGHT_TAG: after_ms}
-        self._ahead = {LEFT_TAG: after_ms, RIGHT_TAG: before_ms}
-        self._close_after = {tag: max(ahead, 0) + grace_ms for tag, ahead in self._ahead.items()}
-        self._alone = {LEFT_TAG: how in ("left", "outer"), RIGHT_TAG: how == "outer"}
+        left = _Side(LEFT_TAG, before_ms, after_ms, grace_ms, how in ("left", "outer"))
+        right = _Side(RIGHT_TAG, after_ms, before_ms, grace_ms, how == "outer")
+        left.other, right.other = right, left
+        self._by_name = {"left": left, "right": right}
+        self._sides = {LEFT_TAG: left, RIGHT_TAG: right}
         self._store = store
-        # (tag, key) → its buffered events, by (time, seq): the only copy in memory.
-        self._buffered: dict[tuple[str, Hashable], list[Buffered]] = {}
         self._timers: dict[int, list[EntryKey]] = {}  # close time → entries
         self._timer_heap: list[int] = []  # one entry per distinct time
         self._stream_time_ms = NO_TIME
+        self._stored_time_ms = NO_TIME  # what the store has under STREAM_TIME_KEY
         self.events = 0
         self.late_events = 0
         self.rows = 0
@@ -174,30 +192,44 @@ class WindowJoiner:
     def add(self, side: JoinSide, key: Hashable, value: Any, timestamp_ms: int, *, seq: Any
             ) -> list[JoinRow]:
         """One event of ``side``: the rows it makes (pairs, then windows it closed)."""
-        tag = _TAGS.get(side) or side_tag(side)
+        mine = self._by_name.get(side)
+        if mine is None:
+            raise JoinError(f'a join side is "left" or "right", not {side!r}')
         self.events += 1
-        close_ms = timestamp_ms + self._close_after[tag]
+        close_ms = timestamp_ms + mine.close_after
         stream_time_ms = self._stream_time_ms
         if timestamp_ms > stream_time_ms:  # never late: its window closes after its time
             stream_time_ms = self._stream_time_ms = timestamp_ms
-            self._store[STREAM_TIME_KEY] = timestamp_ms
         elif stream_time_ms > close_ms:
             self.late_events += 1
             return []
-        rows = self._pairs(tag, key, value, timestamp_ms)
+        rows = self._pairs(mine, key, value, timestamp_ms)
+        tag = mine.tag
         entry = (tag, key, timestamp_ms, seq)
-        bucket = self._buffered.get((tag, key))
+        bucket = mine.buffer.get(key)
         if bucket is None:
-            bucket = self._buffered[(tag, key)] = []
-        index = bisect.bisect_left(bucket, (timestamp_ms, seq))
-        if index < len(bucket) and bucket[index][1] == seq and bucket[index][0] == timestamp_ms:
-            held = bucket[index][2]  # processed again (a replay): it keeps its match
-            held[0] = held[0] or bool(rows)
-            held[1] = value
-        else:
             held = [bool(rows), value]
-            bucket.insert(index, (timestamp_ms, seq, held))
+            mine.buffer[key] = [[timestamp_ms], [(seq, held)]]
             self._schedule(close_ms + 1, entry)
+        else:
+            times, items = bucket
+            if timestamp_ms > times[-1]:  # in order: the common case
+                index = len(times)
+            else:
+                index = bisect_left(times, timestamp_ms)
+                while index < len(times) and times[index] == timestamp_ms \
+                        and items[index][0] < seq:
+                    index += 1
+            if index < len(times) and times[index] == timestamp_ms \
+                    and items[index][0] == seq:
+                held = items[index][1]  # processed again (a replay): it keeps its match
+                held[0] = held[0] or bool(rows)
+                held[1] = value
+            else:
+                held = [bool(rows), value]
+                times.insert(index, timestamp_ms)
+                items.insert(index, (seq, held))
+                self._schedule(close_ms + 1, entry)
         self._store[entry] = held
         if self._timer_heap and self._timer_heap[0] <= stream_time_ms:
             rows += self._close_due()
@@ -210,32 +242,36 @@ class WindowJoiner:
         if stream_time_ms <= self._stream_time_ms:
             return []
         self._stream_time_ms = stream_time_ms
-        self._store[STREAM_TIME_KEY] = stream_time_ms
+        self._store_stream_time()
         rows = self._close_due()
         self.rows += len(rows)
         return rows
 
-    def _pairs(self, tag: str, key: Hashable, value: Any, timestamp_ms: int) -> list[JoinRow]:
-        other = RIGHT_TAG if tag == LEFT_TAG else LEFT_TAG
-        bucket = self._buffered.get((other, key))
-        if not bucket:
+    def _pairs(self, mine: _Side, key: Hashable, value: Any, timestamp_ms: int
+               ) -> list[JoinRow]:
+        other = mine.other
+        bucket = other.buffer.get(key)
+        if bucket is None:
             return []
-        low = bisect.bisect_left(bucket, (timestamp_ms - self._back[tag],))
-        high = bisect.bisect_left(bucket, (timestamp_ms + self._ahead[tag] + 1,))
+        times, items = bucket
+        low = bisect_left(times, timestamp_ms - mine.back)
+        high = bisect_right(times, timestamp_ms + mine.ahead, low)
         if low == high:
             return []
         rows = []
-        mark = self._alone[other]
-        left = tag == LEFT_TAG
-        for partner_ms, seq, held in bucket[low:high]:
+        mark = other.alone
+        left = mine.left
+        for index in range(low, high):
+            partner_ms = times[index]
+            seq, held = items[index]
             at_ms = timestamp_ms if timestamp_ms > partner_ms else partner_ms
             if left:
-                rows.append(JoinRow(key, value, held[1], at_ms))
+                rows.append(_row(JoinRow, (key, value, held[1], at_ms)))
             else:
-                rows.append(JoinRow(key, held[1], value, at_ms))
+                rows.append(_row(JoinRow, (key, held[1], value, at_ms)))
             if mark and not held[0]:
                 held[0] = True
-                self._store[(other, key, partner_ms, seq)] = held
+                self._store[(other.tag, key, partner_ms, seq)] = held
         return rows
 
     # -- closing ---------------------------------------------------------------------------
@@ -251,35 +287,55 @@ class WindowJoiner:
     def _close_due(self) -> list[JoinRow]:
         rows = []
         heap, stream_time_ms = self._timer_heap, self._stream_time_ms
+        sides = self._sides
+        closed = False
         while heap and heap[0] <= stream_time_ms:
             for entry in self._timers.pop(heapq.heappop(heap)):
                 tag, key, timestamp_ms, seq = entry
-                bucket = self._buffered.get((tag, key))
-                if not bucket:
+                side = sides[tag]
+                bucket = side.buffer.get(key)
+                if bucket is None:
                     continue
-                index = bisect.bisect_left(bucket, (timestamp_ms, seq))
-                if index == len(bucket) or bucket[index][:2] != (timestamp_ms, seq):
+                times, items = bucket
+                index = bisect_left(times, timestamp_ms)
+                while index < len(times) and times[index] == timestamp_ms \
+                        and items[index][0] != seq:
+                    index += 1
+                if index == len(times) or times[index] != timestamp_ms:
                     continue
-                held = bucket.pop(index)[2]
-                if not bucket:
-                    del self._buffered[(tag, key)]
+                held = items.pop(index)[1]
+                del times[index]
+                if not times:
+                    del side.buffer[key]
                 del self._store[entry]
-                if not held[0] and self._alone[tag]:
-                    if tag == LEFT_TAG:
-                        rows.append(JoinRow(key, held[1], None, timestamp_ms))
+                closed = True
+                if not held[0] and side.alone:
+                    if side.left:
+                        rows.append(_row(JoinRow, (key, held[1], None, timestamp_ms)))
                     else:
-                        rows.append(JoinRow(key, None, held[1], timestamp_ms))
+                        rows.append(_row(JoinRow, (key, None, held[1], timestamp_ms)))
+        if closed:
+            # Stream time is stored only as events that showed it leave the buffer: restore
+            # takes the larger of it and the buffered events' times.
+            self._store_stream_time()
         return rows
+
+    def _store_stream_time(self) -> None:
+        if self._stored_time_ms != self._stream_time_ms:
+            self._stored_time_ms = self._stream_time_ms
+            self._store[STREAM_TIME_KEY] = self._stream_time_ms
 
     # -- recovery --------------------------------------------------------------------------
 
     def restore(self) -> None:
         """Rebuild the buffers and timers from the store alone (after recovery)."""
-        self._buffered.clear()
+        for side in self._sides.values():
+            side.buffer.clear()
         self._timers.clear()
         self._timer_heap.clear()
         stored = self._store.get(STREAM_TIME_KEY)
-        self._stream_time_ms = NO_TIME if stored is None else int(stored)
+        self._stored_time_ms = NO_TIME if stored is None else int(stored)
+        stream_time_ms = self._stored_time_ms
         entries = []
         for raw_key, held in self._store.items():
             if raw_key == STREAM_TIME_KEY:
@@ -289,18 +345,24 @@ class WindowJoiner:
                 raise JoinError(f"stream join store: unexpected key {raw_key!r}; is the store "
                                 "shared with something else?")
             entries.append((entry, held))
+        entries.sort(key=lambda found: (found[0][2], found[0][3]))  # by (time, seq)
         for entry, held in entries:
             tag, key, timestamp_ms, seq = entry
-            self._buffered.setdefault((tag, key), []).append(
-                (timestamp_ms, seq, [bool(held[0]), held[1]]))
-            self._schedule(timestamp_ms + self._close_after[tag] + 1, entry)
-        for bucket in self._buffered.values():
-            bucket.sort(key=lambda buffered: buffered[:2])
+            side = self._sides[tag]
+            bucket = side.buffer.get(key)
+            if bucket is None:
+                bucket = side.buffer[key] = [[], []]
+            bucket[0].append(timestamp_ms)
+            bucket[1].append((seq, [bool(held[0]), held[1]]))
+            self._schedule(timestamp_ms + side.close_after + 1, entry)
+            stream_time_ms = max(stream_time_ms, timestamp_ms)
+        self._stream_time_ms = stream_time_ms
 
     # -- statistics --------------------------------------------------------------------------
 
     def statistics(self) -> JoinStatistics:
-        buffered = sum(len(bucket) for bucket in self._buffered.values())
+        buffered = sum(len(bucket[0]) for side in self._sides.values()
+                       for bucket in side.buffer.values())
         return JoinStatistics(self.stream_time_ms, self.events, self.late_events, buffered,
                               self.rows)
 

@@ -239,8 +239,7 @@ class Tables:
                 for key, value in records:
                     await send(topic, key, value, (), None, None)
             else:
-                for key, value in records:
-                    await send(topic, key, value, (), None, partition)
+                await self.worker.send_all(topic, partition, records)
 
     async def write(self, changes: list[tuple[Table, int, list[tuple[bytes, bytes | None]]]]
                     ) -> None:

@@ -534,8 +534,11 @@ class _StateValues:
         if value.__class__ is not _Held:
             return b"j" + orjson.dumps(value)
         items, tag = value.items, value.tag
-        flags = items[:-1]
-        head = f"{tag}{len(flags)}{''.join('1' if flag else '0' for flag in flags)}".encode()
+        if len(items) == 2:  # a window join's [matched, value]
+            head = _HEADS[tag][1 if items[0] else 0]
+        else:
+            flags = items[:-1]
+            head = f"{tag}{len(flags)}{''.join('1' if f else '0' for f in flags)}".encode()
         if items[-1] is None:
             return b"n" + head
         payload = value.raw
@@ -556,3 +559,4 @@ class _StateValues:
 
 
 _ZERO = ord("0")
+_HEADS = {tag: (f"{tag}10".encode(), f"{tag}11".encode()) for tag in (LEFT_TAG, RIGHT_TAG)}

@@ -143,6 +143,25 @@ class Worker:
             timestamp_ms = self.time_ms()
         await transport.send(topic, partition, key, value, headers, timestamp_ms)
 
+    async def send_all(self, topic: str, partition: int,
+                       records: list[tuple[bytes, bytes | None]]) -> None:
+        """Send records to one partition, stamped now: a checkpoint's changelog records (one
+        lookup and one timestamp for them all)."""
+        if not records:
+            return
+        transport = self.transport
+        assert transport is not None, "the worker is not running"
+        try:
+            count = transport.partition_count(topic)
+        except KeyError:
+            count = (await transport.ensure_topics([TopicSpec(topic)]))[topic]
+        if not 0 <= partition < count:
+            raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
+        timestamp_ms = self.time_ms()
+        send = transport.send
+        for key, value in records:
+            await send(topic, partition, key, value, (), timestamp_ms)
+
     def time_ms(self) -> int:
         """Now, by the worker's clock (a test's manual clock, else the system's)."""
         clock = self.clock
