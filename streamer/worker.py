@@ -63,6 +63,7 @@ CAUGHT_UP_FETCH_TIMEOUT_MS = 10
 CAUGHT_UP_COMMIT_S = 0.1
 FETCH_RECORDS_MAX = 10_000
 PRIMING_ROUNDS = 20  # event-loop turns for agents to reach their first `async for`
+STOP_REPORT_S = 3.0  # a stop that takes longer logs what it waits for, this often
 DRAIN_TIMEOUT_S = 10.0  # at shutdown, time for agents to finish what they were given
 # How long a checkpoint waits for agents to finish the event they are on (see
 # Worker.streams_held); an agent awaiting something slow mid-event is not waited for.
@@ -102,6 +103,7 @@ class Worker:
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._stop = asyncio.Event()  # run()'s
+        self._stopping = ""  # what the stop waits for now (logged when it takes long)
         self.leader_topic = f"{app.id}-__leader"
         # Statistics: what the hooks below record for snapshots, and the task publishing them.
         self.activity = WorkerActivity(app.id)
@@ -491,27 +493,45 @@ class Worker:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         self.consuming = False
-        if self.consumer is not None:
-            if self._failure is None:
-                await self._drain()
-            try:
-                await self._final_checkpoint()
-            except Exception as error:  # the log went away: nothing more to commit
-                logger.error("final checkpoint failed: %s", error)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.tables.close()
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.close()
-        if self._publisher is not None:  # its last snapshot goes out with the final flush
-            await self._publisher.stop()
-        if self.transport is not None:
-            await self.transport.close()
+        reporter = asyncio.ensure_future(self._report_stopping(time.monotonic()))
+        try:
+            if self.consumer is not None:
+                if self._failure is None:
+                    self._stopping = "agents finishing the events they were handed"
+                    await self._drain()
+                try:
+                    self._stopping = "the final checkpoint (flush, then commit)"
+                    await self._final_checkpoint()
+                except Exception as error:  # the log went away: nothing more to commit
+                    logger.error("final checkpoint failed: %s", error)
+            self._stopping = "agents, timers and tasks to stop"
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._stopping = "tables to close"
+            await self.tables.close()
+            if self.consumer is not None:
+                self._stopping = "leaving the consumer group"
+                with contextlib.suppress(Exception):
+                    await self.consumer.close()
+            if self._publisher is not None:  # its last snapshot goes out with the final flush
+                self._stopping = "the statistics publisher"
+                await self._publisher.stop()
+            if self.transport is not None:
+                self._stopping = "the transport to close (a last flush)"
+                await self.transport.close()
+        finally:
+            reporter.cancel()
         self.app.worker = None
         self.state = "stopped"
         logger.info("worker of %s stopped (%d commits)", self.app.id, self.commits)
+
+    async def _report_stopping(self, started: float) -> None:
+        """A stop that takes long says what it waits for, every ``STOP_REPORT_S``."""
+        while True:
+            await asyncio.sleep(STOP_REPORT_S)
+            logger.warning("still stopping after %.0f s: waiting for %s",
+                           time.monotonic() - started, self._stopping)
 
     async def _final_checkpoint(self) -> None:
         exactly_once = self.exactly_once
