@@ -68,6 +68,13 @@ class CachedStore:
         assert raw_key is not None, "table keys are not None"
         raw = self.store.get(raw_key)
         value = MISSING if raw is None else self.loads_value(raw)
+        cache = self.cache
+        if len(cache) >= self.keys_max and len(cache) - len(self.dirty) >= self.keys_max // 2:
+            # A table only read (a join's lookups) has no checkpoint to trim it: reads
+            # keep it bounded too, misses included. (Only when half the bound is clean
+            # entries: with many changes pending, trimming at every read would cost more
+            # than it frees.)
+            self.cache = {key: cache[key] for key in self.dirty}
         self.cache[key] = value
         return value
 
@@ -92,8 +99,8 @@ class CachedStore:
         return changes
 
     def trim(self) -> None:
-        """Drop clean entries once the cache is past its bound."""
-        if len(self.cache) > self.keys_max:
+        """Drop clean entries once the cache is at its bound."""
+        if len(self.cache) >= self.keys_max:
             dirty = self.dirty
             self.cache = {key: self.cache[key] for key in dirty}
 

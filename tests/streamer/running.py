@@ -169,12 +169,14 @@ async def produce(
         await transport.close()
 
 
-async def read_topic(url: str, topic: str, *, at_least: int, timeout_s: float = 30) -> list[Event]:
+async def read_topic(url: str, topic: str, *, at_least: int, timeout_s: float = 30,
+                     isolation_level: str | None = None) -> list[Event]:
     """Every event of ``topic`` (raw bytes), read by a group of its own: waits for
     ``at_least`` events, then until nothing new came for a while."""
     transport = open_transport(url, app_id="test-reader", listen=None)
     await transport.start()
-    consumer = transport.consumer(f"test-reader-{time.monotonic_ns()}", [topic], _NoListener())
+    consumer = transport.consumer(f"test-reader-{time.monotonic_ns()}", [topic], _NoListener(),
+                                  isolation_level=isolation_level)
     events: list[Event] = []
     try:
         await consumer.start()

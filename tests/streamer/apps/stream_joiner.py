@@ -14,7 +14,8 @@ Environment:
   <right>`` per row, before it is sent: whatever a SIGKILL could have let out is in it;
 - ``JOINER_STATE``: the folder of the join's stores (one per "machine");
 - ``JOINER_PACE``: output rows a second each instance sends at most (unset: no cap);
-- ``JOINER_RIGHT_PARTITIONS``: partitions of the right topic (default: as the left one).
+- ``JOINER_RIGHT_PARTITIONS``: partitions of the right topic (default: as the left one);
+- ``JOINER_GUARANTEE``: the app's ``processing_guarantee`` (default ``at_least_once``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ JOURNAL = os.environ.get("JOINER_JOURNAL")
 RIGHT_PARTITIONS = int(os.environ.get("JOINER_RIGHT_PARTITIONS", PARTITIONS))
 
 app = streamer.App("stream-joiner", commit_interval_s=0.25,
-                   state_dir=os.environ.get("JOINER_STATE"))
+                   state_dir=os.environ.get("JOINER_STATE"),
+                   processing_guarantee=os.environ.get(  # type: ignore[arg-type]
+                       "JOINER_GUARANTEE", "at_least_once"))
 lefts = app.topic("joiner-left", value_type=dict, partitions=PARTITIONS)
 rights = app.topic("joiner-right", value_type=dict, partitions=RIGHT_PARTITIONS)
 joined_out = app.topic("joiner-out", value_type=dict, partitions=PARTITIONS)
