@@ -192,6 +192,9 @@ class Tables:
         await self._restore(opened)
         for table, partition, store in opened:
             table.active[partition] = table.cached(store)
+        for table, partition, store in opened:  # tables in declaration order: inputs first
+            for hook in table.restored_hooks:
+                hook(partition, store)
         for table in self.tables:
             if table.is_global or table.standby_replicas == 0:
                 continue

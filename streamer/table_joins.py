@@ -34,8 +34,9 @@ row in the same step, in the same partition; a row that leaves the join is delet
 tables must be co-partitioned (checked at startup). The joined table is changelogged
 (``<app>-<name>-changelog``) and restored like any table; it can be read (``[]``, ``get``,
 ``in``, ``items()`` over this worker's partitions), joined again, and sent on with
-:meth:`JoinedTable.to`. A join declared over tables that already hold rows starts from the
-rows written after it.
+:meth:`JoinedTable.to`. A join declared over tables that already hold rows joins them when
+its partitions are first served (a partition whose changelog is still empty is built from
+both tables' rows in it), then follows their changes.
 
 **Foreign key** (``left.join(right, on=fn(left_value), how="inner"|"left")``): the row of
 each left key joins the right row ``on(left_value)`` names (orders → customer). The tables
@@ -64,6 +65,7 @@ and are never lost: a change is in the changelog exactly when the joined table h
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -88,7 +90,7 @@ from .operators.table_joins import (
 )
 from .partitioner import KeyPartitioner
 from .serialization import Codec, codec_for
-from .state import MISSING, CachedStore
+from .state import MISSING, CachedStore, Store
 from .tables import PartitionRevokedError, Table
 from .topics import Topic
 from .windowing import CachedMapping
@@ -100,6 +102,8 @@ if TYPE_CHECKING:
 __all__ = ["JoinedTable", "join_stream_table", "join_tables"]
 
 AgentFunction = Callable[["Stream"], Coroutine[Any, Any, None]]
+
+logger = logging.getLogger("streamer.joins")
 
 
 # -- stream-table ----------------------------------------------------------------------------
@@ -304,9 +308,27 @@ class _KeyJoinRuntime:
         self.operators: dict[int, tuple[tuple[CachedStore, ...], KeyJoin]] = {}
         joined.left.on_change(self.changed)
         joined.right.on_change(self.changed)
+        joined.restored_hooks.append(self.build)
 
     def changed(self, partition: int, key: Any, value: Any) -> None:
         self.joined.changed(partition, self.operator(partition).changed(key))
+
+    def build(self, partition: int, store: Store) -> None:
+        """A partition of the joined table restored with nothing ever written to its
+        changelog (a join declared over tables that already hold rows, or a first start):
+        join every row the two tables hold in it. Its rows reach the changelog at the next
+        checkpoint; a crash before it builds again, which writes the same rows."""
+        if store.changelog_offset != 0:
+            return
+        joined = self.joined
+        keys = dict.fromkeys(key for key, _ in _active(joined.left, partition).items())
+        keys.update(dict.fromkeys(key for key, _ in _active(joined.right, partition).items()))
+        operator = self.operator(partition)
+        changes = [change for key in keys for change in operator.changed(key)]
+        if changes:
+            joined.changed(partition, changes)
+            logger.info("join %r: partition %d built from the rows the tables held (%d rows)",
+                        joined.name, partition, len(changes))
 
     def operator(self, partition: int) -> KeyJoin:
         joined = self.joined

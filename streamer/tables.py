@@ -141,6 +141,9 @@ class Table:
         self.kept_by: str | None = None
         self.listeners: list[Callable[[int, Any, Any], None]] = []
         self._hooked = False
+        # Called with (partition, store) once a partition is restored and served, before any
+        # event of it: a joined table built over tables that already hold rows.
+        self.restored_hooks: list[Callable[[int, Store], None]] = []
 
     def __repr__(self) -> str:
         return f"<Table {self.name} ({len(self.active)} partitions here)>"

@@ -205,6 +205,66 @@ def test_a_table_join_follows_both_tables_and_survives_a_restart(
     assert befores[1] == (first_joined, {"a": (2, {"x": 1}), "e": (1, None)})  # restored
 
 
+def test_a_table_join_declared_over_tables_with_rows_joins_them(
+    target: Target, tmp_path: Path
+) -> None:
+    """The tables fill up in a first run without the join; a second run declares it: the
+    joined table has the rows the tables already held, then follows their changes, and its
+    changes (sent on with .to) include the built rows."""
+    left_rows = [(f"k{n}", {"x": n}) for n in range(12)] + [("k3", None)]
+    right_rows = [(f"k{n}", {"y": n}) for n in range(6, 18)]
+    later = [("k7", None), ("k20", {"y": 20})]
+    forwarded: dict[str, Any] = {}
+
+    def app_of(with_join: bool) -> tuple[streamer.App, dict[str, Any]]:
+        app = streamer.App("late-join", state_dir=str(tmp_path / "state"),
+                           commit_interval_s=0.1)
+        topics = {name: app.topic(name, value_type=dict, partitions=PARTITIONS)
+                  for name in ("left-rows", "right-rows", "joined-changes")}
+        parts: dict[str, Any] = {"topics": topics,
+                                 "left": app.table("left", source=topics["left-rows"]),
+                                 "right": app.table("right", source=topics["right-rows"])}
+        if with_join:
+            parts["joined"] = parts["left"].join(parts["right"], how="outer", joiner=_both,
+                                                 name="joined")
+            parts["joined"].to(topics["joined-changes"])
+
+            @app.agent(topics["joined-changes"])
+            async def replay(stream: streamer.Stream) -> None:
+                async for event in stream.events():
+                    if event.value is None:
+                        forwarded.pop(event.key, None)
+                    else:
+                        forwarded[event.key] = event.value
+
+        return app, parts
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        app, parts = app_of(with_join=False)
+        left = _apply({}, left_rows)
+        right = _apply({}, right_rows)
+        async with running(app, target) as worker:
+            await _send_all(parts["topics"]["left-rows"], left_rows)
+            await _send_all(parts["topics"]["right-rows"], right_rows)
+            await _settle(worker, lambda: parts["left"].as_dict() == left
+                          and parts["right"].as_dict() == right, "the two tables")
+        app, parts = app_of(with_join=True)
+        async with running(app, target) as worker:
+            want = relational_join(left, right, "outer", _both)
+            await _settle(worker, lambda: parts["joined"].as_dict() == want,
+                          "the join of the rows the tables held")
+            built = parts["joined"].as_dict()
+            await _send_all(parts["topics"]["right-rows"], later)
+            want = relational_join(left, _apply(right, later), "outer", _both)
+            await _settle(worker, lambda: parts["joined"].as_dict() == want
+                          and forwarded == want, "the join following a change")
+        return built, want
+
+    built, final = run(scenario(), timeout_s=90)
+    assert len(built) == 17 and built["k0"] == _both({"x": 0}, None)  # k0–k17 but k3
+    assert final["k7"] == _both({"x": 7}, None) and final["k20"] == _both(None, {"y": 20})
+
+
 # -- foreign key, both transports --------------------------------------------------------------
 
 
