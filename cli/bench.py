@@ -317,6 +317,7 @@ def run_log_benchmark(
     root, remove_root = _data_folder(data_dir)
     started = datetime.now(UTC)
     machine = _machine(root)  # before the runs: the load average says who else was busy
+    source = _source()
     try:
         progress.print(f"[dim]building batches of ≤ {batch_bytes} bytes (not timed)…[/]")
         batches = build_batches(batch_bytes, min(POOL_BYTES_MAX, total_mib * MIB))
@@ -331,7 +332,7 @@ def run_log_benchmark(
         "date": started.isoformat(timespec="seconds"),
         "units": {"MB": "10^6 bytes", "MiB": "2^20 bytes"},
         "machine": machine,
-        "source": _source(),
+        "source": source,
         "settings": {
             "data_dir": root,
             "data_dir_removed": remove_root,
@@ -532,8 +533,12 @@ def _machine(path: str) -> dict[str, Any]:
     }
 
 
+SOURCE_FOLDERS = ("streamer", "log", "state", "operators", "cli")  # the package's code
+
+
 def _source() -> dict[str, Any]:
-    """streamer's version, and its git commit when it runs from a checkout."""
+    """streamer's version, and its git commit when it runs from a checkout, with the code
+    files changed since (call it before the runs: the code they measure)."""
     import streamer
 
     found: dict[str, Any] = {"version": streamer.__version__}
@@ -546,7 +551,7 @@ def _source() -> dict[str, Any]:
             [git, "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         changed = subprocess.run(
-            [git, "-C", folder, "status", "--porcelain", "--", "log", "cli"],
+            [git, "-C", folder, "status", "--porcelain", "--", *SOURCE_FOLDERS],
             capture_output=True, text=True, check=True,
         ).stdout.split("\n")
         found["commit"] = commit

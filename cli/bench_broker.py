@@ -402,6 +402,7 @@ def run_broker_benchmark(
     root, remove_root = _data_folder(data_dir)
     started = datetime.now(UTC)
     machine = _machine(root)  # before the runs: the load average says who else was busy
+    source = _source()
     try:
         results = _run_all(brokers, workloads, partitions, runs, root, progress)
     finally:
@@ -413,7 +414,7 @@ def run_broker_benchmark(
         "date": started.isoformat(timespec="seconds"),
         "units": {"MB": "10^6 bytes of payload", "msgs_per_s": "messages per second"},
         "machine": machine,
-        "source": _source(),
+        "source": source,
         "settings": _settings(brokers, workloads, partitions, runs, root, remove_root),
         "measurements": measurements,
         "ratios": _ratios(results, workloads),

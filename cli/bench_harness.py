@@ -299,6 +299,7 @@ class Session:
     profile_dir: str | None
     started: datetime
     machine: dict[str, Any]
+    source: dict[str, Any]  # the code measured: as it was when the runs began
 
     @classmethod
     def begin(cls, console: Console, *, as_json: bool, data_dir: str | None,
@@ -309,7 +310,8 @@ class Session:
             os.makedirs(profile_dir, exist_ok=True)
             profile_dir = os.path.abspath(profile_dir)
         started = datetime.now(UTC)
-        return cls(progress, root, remove_root, profile_dir, started, _machine(root))
+        return cls(progress, root, remove_root, profile_dir, started, _machine(root),
+                   _source())
 
     def close(self) -> None:
         if self.remove_root:
@@ -327,7 +329,7 @@ class Session:
             "date": self.started.isoformat(timespec="seconds"),
             "units": units,
             "machine": self.machine,
-            "source": _source(),
+            "source": self.source,
             "settings": settings,
             "measurements": measurements,
             "ratios": ratios,
