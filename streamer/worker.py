@@ -133,17 +133,20 @@ class Worker:
         """Send a record (exactly once: in the open transaction)."""
         transport = self.transport
         assert transport is not None, "the worker is not running"
-        try:
-            count = transport.partition_count(topic)
-        except KeyError:
-            count = (await transport.ensure_topics([TopicSpec(topic)]))[topic]
+        count = _known_partitions(transport, topic) or await self._create_topic(topic)
         if partition is None:
             partition = self._partitioner.partition(key, count)
         elif not 0 <= partition < count:
-            raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
+            raise _no_such_partition(topic, count, partition)
         if timestamp_ms is None:
             timestamp_ms = self.time_ms()
         await transport.send(topic, partition, key, value, headers, timestamp_ms)
+
+    async def _create_topic(self, topic: str) -> int:
+        """Create a topic a record is sent to (with the log's defaults): its partitions."""
+        assert self.transport is not None
+        count: int = (await self.transport.ensure_topics([TopicSpec(topic)]))[topic]
+        return count
 
     async def send_all(self, topic: str, partition: int,
                        records: list[tuple[bytes, bytes | None]]) -> None:
@@ -153,12 +156,9 @@ class Worker:
             return
         transport = self.transport
         assert transport is not None, "the worker is not running"
-        try:
-            count = transport.partition_count(topic)
-        except KeyError:
-            count = (await transport.ensure_topics([TopicSpec(topic)]))[topic]
+        count = _known_partitions(transport, topic) or await self._create_topic(topic)
         if not 0 <= partition < count:
-            raise StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
+            raise _no_such_partition(topic, count, partition)
         timestamp_ms = self.time_ms()
         send = transport.send
         for key, value in records:
@@ -582,6 +582,18 @@ class _Listener:
                                              for p in sorted(partitions)) or "nothing")
         await self.worker.assign(partitions)
         self.worker.state = "running"
+
+
+def _known_partitions(transport: Transport, topic: str) -> int | None:
+    """The topic's partition count, or None when the log does not have it yet."""
+    try:
+        return transport.partition_count(topic)
+    except KeyError:
+        return None
+
+
+def _no_such_partition(topic: str, count: int, partition: int) -> StreamerError:
+    return StreamerError(f"topic {topic!r} has {count} partitions, not {partition + 1}")
 
 
 def _decode(topic: Topic, events: list[Event]) -> None:
