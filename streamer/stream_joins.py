@@ -42,7 +42,8 @@ topic may only be fetched later (see :mod:`streamer.stream_join_sides`). So ``gr
 also how far the two topics may drift apart in event time without events being late. An
 agent instance orders events within each side's inbox as they come, partition batch after
 partition batch: to read a backlog of several partitions, run one instance per partition
-(``@app.agent(topic, concurrency=<partitions>)``).
+(``@app.agent(topic, concurrency=<partitions>)``); an instance that joins a second partition
+warns once.
 
 The result is a :class:`~streamer.streams.Stream` of joined values, keyed by the join key:
 ``joiner(left, right)``, or the tuple ``(left, right)`` with ``None`` for a missing side; its
@@ -412,7 +413,22 @@ class _Run:
         operator = self.plan.operator(staged)
         operator.restore()  # a new or reassigned partition: its state from its store
         self.operators[partition] = (cached, operator, staged)
+        if len(self.operators) == 2:
+            self._warn_shared(sorted(self.operators))
         return operator, staged
+
+    def _warn_shared(self, partitions: list[int]) -> None:
+        """Once per run: this instance reads several partitions of each side, one batch
+        after another, so with a backlog one side of a partition can run ahead of the other
+        by more than the grace, and the other side's events are then late (dropped)."""
+        instance = self.instance
+        where = "this agent" if instance is None else f"agent {instance.agent.name!r}"
+        logger.warning(
+            "join %r: %s reads partitions %s in one instance, batch after batch: with a "
+            "backlog, one side of a partition can get more than the grace (%.0f s) ahead of "
+            "the other, whose events are then dropped as late (as-of: matched too early). "
+            "Run one instance per partition: @app.agent(topic, concurrency=<partitions>).",
+            self.table.name, where, ", ".join(map(str, partitions)), self.plan.grace_ms / 1000)
 
     def _close_idle(self) -> list[tuple[_StagedStore, list[Event]]]:
         """Move idle partitions' stream time on by the wall time since their last event (or

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -164,6 +165,44 @@ def test_an_unmatched_event_comes_out_only_once_its_window_closed() -> None:
     # 119 s passes it; order-2 (at 104) closes at 119 + 0.001: only at 120 does it come out.
     assert snapshots[3] == [("order-1", "o1", None, 100_000)]
     assert snapshots[4] == [("order-1", "o1", None, 100_000), ("order-2", None, "p2", 104_000)]
+
+
+@pytest.mark.parametrize("concurrency", [1, PARTITIONS])
+def test_an_instance_joining_several_partitions_warns_how_to_split_it(
+    concurrency: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One instance reads its partitions batch after batch, so with a backlog a side can
+    run ahead of the other past the grace: the join says so once, with the fix."""
+    app = streamer.App("joins", broker="memory://")
+    lefts = app.topic("lefts", value_type=int, partitions=PARTITIONS)
+    rights = app.topic("rights", value_type=int, partitions=PARTITIONS)
+    seen: list[Any] = []
+
+    @app.agent(lefts, concurrency=concurrency)
+    async def join(stream: streamer.Stream) -> None:
+        async for pair in stream.join(rights.stream(), within=1, idle_timeout_s=None):
+            seen.append(pair)
+
+    keys = [next(f"k{n}" for n in range(100) if _partition(f"k{n}") == p)
+            for p in range(PARTITIONS)]
+
+    async def scenario() -> None:
+        async with AppRunner(app) as runner:
+            for n, key in enumerate(keys):
+                await runner.send(lefts, key=key, value=n, timestamp=1_000)
+                await runner.send(rights, key=key, value=-n, timestamp=1_000)
+            await runner.wait_idle()
+
+    with caplog.at_level(logging.WARNING, logger="streamer.joins"):
+        run(scenario())
+    assert sorted(seen) == [(n, -n) for n in range(PARTITIONS)]
+    warnings = [r.getMessage() for r in caplog.records if "in one instance" in r.getMessage()]
+    if concurrency == 1:
+        assert len(warnings) == 1, warnings
+        assert "agent 'join' reads partitions 0, 1" in warnings[0]
+        assert "concurrency=<partitions>" in warnings[0]
+    else:
+        assert warnings == []
 
 
 def test_an_idle_partition_closes_its_windows_by_wall_time() -> None:
