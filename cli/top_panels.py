@@ -25,6 +25,7 @@ from .top_view import (
     ViewState,
     agent_rows,
     event_rows,
+    join_rows,
     overview_rows,
     partition_rows,
     table_rows,
@@ -38,6 +39,7 @@ __all__ = [
     "format_rate",
     "groups_panel",
     "help_panel",
+    "joins_panel",
     "lag_style",
     "log_panel",
     "partitions_panel",
@@ -287,6 +289,34 @@ def tables_panel(frame: TopFrame, width: int, rows_max: int | None,
     return _framed("tables", table, plain)
 
 
+def joins_panel(frame: TopFrame, width: int, rows_max: int | None,
+                plain: bool) -> RenderableType:
+    """Each join: its kind, what it holds (events in open windows; a table join's rows) and
+    what it dropped as late."""
+    rows = join_rows(frame)
+    wide = plain or _inner(width) >= 76  # room for the events taken in
+    table = _table(plain)
+    table.add_column("JOIN", ratio=1, min_width=8, no_wrap=True, overflow="ellipsis")
+    table.add_column("KIND", min_width=6, max_width=17, no_wrap=True, overflow="ellipsis")
+    for name, size in ((("IN", 9),) if wide else ()) + (("HELD", 8), ("LATE", 6),
+                                                         ("ROWS", 9)):
+        table.add_column(name, justify="right", min_width=size, no_wrap=True)
+    shown, hidden = _fit(rows, rows_max)
+    for j in shown:
+        stream_join = j.kind not in ("table", "foreign key")
+        late = Text(_count(j.late_events), style="bold yellow" if j.late_events else "")
+        cells: list[RenderableType] = [Text(j.name), f"{j.kind} {j.how}"]
+        if wide:
+            cells.append(_count(j.events) if stream_join else "–")
+        cells += [_count(j.buffered) if stream_join else "–", late if stream_join else "–",
+                  _count(j.rows)]
+        table.add_row(*cells)
+    _more(table, hidden, len(table.columns))
+    if not rows:
+        table.add_row(Text("no joins", style="dim"), *[""] * (len(table.columns) - 1))
+    return _framed("joins", table, plain)
+
+
 def events_panel(frame: TopFrame, rows_max: int | None, plain: bool) -> RenderableType:
     events = event_rows(frame)
     shown = events if rows_max is None else events[-rows_max:] if rows_max > 0 else []
@@ -378,6 +408,8 @@ def help_panel() -> RenderableType:
         ("LAG", "events in the log a worker has not finished: end offset - processed"),
         ("MSG/S", "events processed per second, over the last second"),
         ("P50/P99", "per-event processing time, from the time agents spend per batch"),
+        ("HELD", "a stream join's events in open windows (as-of: right values kept)"),
+        ("LATE", "a stream join's events dropped: their window had closed"),
         ("", f"workers publish a snapshot a second to {STATISTICS_TOPIC}; silent for "
              f"{STALE_AFTER_S:g} s: gone"),
     ):

@@ -29,13 +29,14 @@ from .top_panels import (
     format_rate,
     groups_panel,
     help_panel,
+    joins_panel,
     log_panel,
     partitions_panel,
     sparkline,
     summed,
     tables_panel,
 )
-from .top_view import TopFrame, ViewState, agent_rows, event_rows, table_rows
+from .top_view import TopFrame, ViewState, agent_rows, event_rows, join_rows, table_rows
 
 __all__ = ["WIDE_MIN", "render", "render_header", "render_key_bar"]
 
@@ -82,6 +83,13 @@ def render_header(frame: TopFrame, state: ViewState, width: int) -> Text:
             (6, Text(f"up {format_duration(max(w.uptime_s for w in workers))}")),
             (7, Text.assemble("in/s ", (sparkline(history, 12), "cyan"), f" {format_rate(rate)}")),
         ]
+        if any(w.guarantee == "exactly_once" for w in workers):
+            aborted = sum(w.aborted_transactions for w in workers)
+            pieces.append((7, Text("exactly-once", style="bold magenta")))
+            pieces.append((3, Text.assemble(
+                f"{sum(w.transactions for w in workers):,} txns",
+                (f" {aborted:,} aborted", "bold yellow") if aborted else "",
+            )))
         if frame.other_apps:
             pieces.append((2, Text(f"+{len(frame.other_apps)} other apps (--app)",
                                    style="dim")))
@@ -171,6 +179,8 @@ def _natural(frame: TopFrame, state: ViewState, width: int, plain: bool) -> list
               agents_panel(frame, width, rows, plain)]
     if table_rows(frame):
         panels.append(tables_panel(frame, width, rows, plain))
+    if join_rows(frame):
+        panels.append(joins_panel(frame, width, rows, plain))
     panels.append(events_panel(frame, NATURAL_EVENTS_MAX, plain))
     return panels
 
@@ -194,9 +204,31 @@ def _body(frame: TopFrame, state: ViewState, width: int, height: int) -> Layout:
     return body
 
 
+def _state_slot(frame: TopFrame, width: int, height: int) -> Layout:
+    """The tables panel, with the joins panel under it when there are joins."""
+    joins = len(join_rows(frame))
+    tables = len(table_rows(frame))
+    if not joins:
+        return Layout(tables_panel(frame, width, height - PANEL_CHROME, False))
+    if not tables:
+        return Layout(joins_panel(frame, width, height - PANEL_CHROME, False))
+    need_tables, need_joins = tables + PANEL_CHROME, joins + PANEL_CHROME
+    least = PANEL_CHROME + 1  # a panel with one line of rows
+    least_joins = least + (joins > 1)  # a join's row, and "… N more"
+    joins_h = min(need_joins,
+                  max(least_joins, height - max(least, min(need_tables, height // 2))))
+    slot = Layout()
+    slot.split_column(
+        Layout(tables_panel(frame, width, height - joins_h - PANEL_CHROME, False)),
+        Layout(joins_panel(frame, width, joins_h - PANEL_CHROME, False), size=joins_h),
+    )
+    return slot
+
+
 def _worker_main(frame: TopFrame, state: ViewState, width: int, height: int) -> Layout:
     agents = len(agent_rows(frame))
-    tables = len(table_rows(frame))
+    joins = len(join_rows(frame))
+    tables = len(table_rows(frame)) + (joins + PANEL_CHROME if joins else 0)
     main = Layout()
     if width >= WIDE_MIN:
         right_w = min(max(56, width * 2 // 5), 80)
@@ -206,9 +238,9 @@ def _worker_main(frame: TopFrame, state: ViewState, width: int, height: int) -> 
         right = Layout()
         right_parts = [Layout(agents_panel(frame, right_w, agents_h - PANEL_CHROME, False))]
         if tables_h:
-            right_parts.append(Layout(
-                tables_panel(frame, right_w, tables_h - PANEL_CHROME, False), size=tables_h
-            ))
+            slot = _state_slot(frame, right_w, tables_h)
+            slot.size = tables_h
+            right_parts.append(slot)
         right.split_column(*right_parts)
         main.split_row(
             Layout(partitions_panel(frame, state, left_w, height - PANEL_CHROME, False),
@@ -217,13 +249,16 @@ def _worker_main(frame: TopFrame, state: ViewState, width: int, height: int) -> 
         )
         return main
     agents_h = min(agents + PANEL_CHROME, max(height // 3, PANEL_CHROME + 1))
-    tables_h = min(tables + PANEL_CHROME, max(height // 4, PANEL_CHROME + 1)) if tables else 0
+    # The tables' slot: a quarter of the height, or room for two panels when joins share it.
+    least = 2 * PANEL_CHROME + 3 if joins else PANEL_CHROME + 1
+    tables_h = min(tables + PANEL_CHROME, max(height // 4, least)) if tables else 0
     partitions_h = height - agents_h - tables_h
     parts = [Layout(partitions_panel(frame, state, width, partitions_h - PANEL_CHROME, False)),
              Layout(agents_panel(frame, width, agents_h - PANEL_CHROME, False), size=agents_h)]
     if tables_h:
-        parts.append(Layout(tables_panel(frame, width, tables_h - PANEL_CHROME, False),
-                            size=tables_h))
+        slot = _state_slot(frame, width, tables_h)
+        slot.size = tables_h
+        parts.append(slot)
     main.split_column(*parts)
     return main
 
@@ -256,6 +291,8 @@ def _focused(frame: TopFrame, state: ViewState, focus: str, width: int,
         return agents_panel(frame, width, rows, False)
     if focus == "tables":
         return tables_panel(frame, width, rows, False)
+    if focus == "joins":
+        return joins_panel(frame, width, rows, False)
     if focus == "events":
         return events_panel(frame, height - 2, False)
     log = frame.overview if not frame.workers else _workers_log(frame)

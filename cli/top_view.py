@@ -18,6 +18,7 @@ from streamer.statistics import (
     AgentSnapshot,
     EventSnapshot,
     GroupOffsetSnapshot,
+    JoinSnapshot,
     LogPartitionSnapshot,
     LogSnapshot,
     PartitionSnapshot,
@@ -36,13 +37,15 @@ __all__ = [
     "apply_key",
     "build_frame",
     "event_rows",
+    "join_rows",
     "overview_rows",
     "partition_rows",
     "table_rows",
 ]
 
 SORTS = ("lag", "rate", "name")
-FOCUSES: tuple[str | None, ...] = (None, "partitions", "agents", "tables", "events", "log")
+FOCUSES: tuple[str | None, ...] = (None, "partitions", "agents", "tables", "joins", "events",
+                                   "log")
 FILTER_CHARS_MAX = 60
 EVENTS_MAX = 50  # events kept in a frame (the panels show fewer)
 GONE_EVENTS_S = 300  # the events of a worker gone this recently are still shown
@@ -208,6 +211,20 @@ def table_rows(frame: TopFrame) -> list[TableSnapshot]:
             seen = merged.get(table.name)
             merged[table.name] = table if seen is None else TableSnapshot(
                 table.name, seen.partitions + table.partitions
+            )
+    return [merged[name] for name in sorted(merged)]
+
+
+def join_rows(frame: TopFrame) -> list[JoinSnapshot]:
+    """One row per join, its numbers summed over every worker."""
+    merged: dict[str, JoinSnapshot] = {}
+    for worker in frame.workers:
+        for join in worker.joins:
+            seen = merged.get(join.name)
+            merged[join.name] = join if seen is None else dataclasses.replace(
+                seen, partitions=seen.partitions + join.partitions,
+                events=seen.events + join.events, buffered=seen.buffered + join.buffered,
+                late_events=seen.late_events + join.late_events, rows=seen.rows + join.rows,
             )
     return [merged[name] for name in sorted(merged)]
 

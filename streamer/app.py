@@ -94,6 +94,9 @@ class App:
         self.extra_routes: list[tuple[Topic, Callable[[int], Inbox]]] = []  # partition → inbox
         # What joins need co-partitioned (streamer/copartition.py), checked at startup.
         self.copartition_requirements: list[Any] = []
+        # Each join's meter (name → an object whose snapshot() is a JoinSnapshot): what
+        # statistics and streamer top show of joins.
+        self.joins: dict[str, Any] = {}
         self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS_MAX)
         self.worker: Worker | None = None
 

@@ -72,9 +72,15 @@ def metric_families(snap: WorkerSnapshot) -> list[Any]:
     counter("streamer_worker_commits", "Offset commits").add_metric(ids, snap.commits)
     gauge("streamer_worker_events_per_second", "Events in per second").add_metric(
         ids, snap.rate)
+    if snap.guarantee == "exactly_once":
+        counter("streamer_worker_transactions", "Transactions committed").add_metric(
+            ids, snap.transactions)
+        counter("streamer_worker_transactions_aborted", "Transactions aborted").add_metric(
+            ids, snap.aborted_transactions)
     _partitions(snap, gauge)
     _agents(snap, gauge, counter)
     _tables(snap, gauge)
+    _joins(snap, gauge, counter)
     return families
 
 
@@ -134,6 +140,25 @@ def _tables(snap: WorkerSnapshot, gauge: Callable[..., Any]) -> None:
                                   (lag, p.changelog_lag)):
                 if value is not None:
                     family.add_metric(key, value)
+
+
+def _joins(snap: WorkerSnapshot, gauge: Callable[..., Any],
+           counter: Callable[..., Any]) -> None:
+    labels = ("join", "kind")
+    events = counter("streamer_join_events", "Events a stream join took in", labels)
+    held = gauge("streamer_join_buffered_events",
+                 "Events a stream join holds in open windows (as-of: right values)", labels)
+    late = counter("streamer_join_late_events", "Events dropped: their window had closed",
+                   labels)
+    rows = gauge("streamer_join_rows",
+                 "Rows out of a stream join; rows of a table join's joined table", labels)
+    for join in snap.joins:
+        key = [snap.app, snap.worker, join.name, join.kind]
+        if join.kind not in ("table", "foreign key"):
+            events.add_metric(key, join.events)
+            held.add_metric(key, join.buffered)
+            late.add_metric(key, join.late_events)
+        rows.add_metric(key, join.rows)
 
 
 class SnapshotCollector:

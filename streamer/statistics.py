@@ -1,10 +1,11 @@
 """Snapshots: what a running worker is doing, as frozen data.
 
 Each part of a worker describes itself here: the worker (state, generation, uptime, input
-rate), each partition it owns (committed, processed and end offsets, lag, events/s), each
-agent (events in and out, errors, processing time), each table (keys, bytes on disk,
-changelog lag, recovery), the log (partitions, offsets, sizes) and recent events
-(rebalances, state changes, errors folded with a count).
+rate, processing guarantee and transactions), each partition it owns (committed, processed
+and end offsets, lag, events/s), each agent (events in and out, errors, processing time),
+each table (keys, bytes on disk, changelog lag, recovery), each join (buffered and late
+events, rows out), the log (partitions, offsets, sizes) and recent events (rebalances, state
+changes, errors folded with a count).
 :func:`streamer.statistics_worker.snapshot` assembles one :class:`WorkerSnapshot` of a
 worker; :mod:`streamer.statistics_log` publishes one a second to the log's
 ``__streamer_workers`` topic and reads them back; ``streamer top`` renders them and
@@ -53,6 +54,7 @@ __all__ = [
     "EventSnapshot",
     "GroupOffsetSnapshot",
     "GroupSnapshot",
+    "JoinSnapshot",
     "LogPartitionSnapshot",
     "LogSnapshot",
     "PartitionSnapshot",
@@ -163,6 +165,22 @@ class TableSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinSnapshot:
+    """A join's state on one worker (or several, merged). Stream joins (``kind`` "window",
+    "interval", "as-of") count since their partitions were assigned; table joins ("table",
+    "foreign key") have only ``rows``, the joined table's rows."""
+
+    name: str  # the join's state table (stream joins) or the joined table
+    kind: str
+    how: str
+    partitions: int  # served here
+    events: int = 0  # events taken in
+    buffered: int = 0  # events in open windows (as-of: right values kept)
+    late_events: int = 0  # dropped: their window had closed
+    rows: int = 0  # rows out (table joins: rows of the joined table)
+
+
+@dataclass(frozen=True, slots=True)
 class LogPartitionSnapshot:
     topic: str
     partition: int
@@ -240,6 +258,10 @@ class WorkerSnapshot:
     tables: tuple[TableSnapshot, ...]
     events: tuple[EventSnapshot, ...]
     log: LogSnapshot | None
+    joins: tuple[JoinSnapshot, ...] = ()
+    guarantee: str = "at_least_once"  # the app's processing_guarantee
+    transactions: int = 0  # exactly once: transactions committed since start ...
+    aborted_transactions: int = 0  # ... and aborted
     schema: int = SCHEMA_VERSION
 
     @property

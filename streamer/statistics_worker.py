@@ -23,6 +23,7 @@ from .events import TopicPartition
 from .statistics import (
     AgentSnapshot,
     EventSnapshot,
+    JoinSnapshot,
     LogSnapshot,
     PartitionSnapshot,
     TablePartitionSnapshot,
@@ -236,6 +237,10 @@ def snapshot(worker: Worker, *, now_ms: int | None = None) -> WorkerSnapshot:
         tables=_tables(worker.app),
         events=_events(activity, worker.app.recent_errors),
         log=probe.log() if probe is not None else None,
+        joins=_joins(worker.app),
+        guarantee=worker.app.processing_guarantee,
+        transactions=0 if worker.exactly_once is None else worker.exactly_once.commits,
+        aborted_transactions=0 if worker.exactly_once is None else worker.exactly_once.aborts,
     )
 
 
@@ -317,6 +322,17 @@ def _tables(app: Any) -> tuple[TableSnapshot, ...]:
             entries = list(entries.values())
         partitions = tuple(_table_partition(_as_dict(entry)) for entry in entries)
         found.append(TableSnapshot(str(data.get("name") or name), partitions))
+    return tuple(found)
+
+
+def _joins(app: Any) -> tuple[JoinSnapshot, ...]:
+    """Each join's ``snapshot()`` (``app.joins``: name → the join's meter)."""
+    found = []
+    for name, meter in sorted(app.joins.items()):
+        try:
+            found.append(meter.snapshot())
+        except Exception:  # a join mid-rebalance must not stop the worker's statistics
+            logger.debug("statistics of join %s failed", name, exc_info=True)
     return tuple(found)
 
 

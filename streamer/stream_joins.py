@@ -79,9 +79,10 @@ from .copartition import require_copartitioned
 from .errors import StreamerError
 from .events import Event
 from .operators import AsofJoiner, JoinRow, WindowJoiner
-from .operators.stream_joins import LEFT_TAG, RIGHT_TAG
+from .operators.stream_joins import LEFT_TAG, RIGHT_TAG, JoinStatistics
 from .serialization import Codec, codec_for
 from .state import MISSING, CachedStore
+from .statistics import JoinSnapshot
 from .stream_join_sides import Side, Sides, StreamSide
 from .streams import IDLE_TIMEOUT_S, PROCESSING, DecodeFailure, Source, Stream, source_topic
 from .tables import PartitionRevokedError, Table
@@ -113,6 +114,8 @@ class _Operator(Protocol):
             ) -> list[JoinRow]: ...
 
     def restore(self) -> None: ...
+
+    def statistics(self) -> JoinStatistics: ...
 
 
 # -- the API (Stream.join, Stream.interval_join, Stream.asof_join) -----------------------------
@@ -202,7 +205,8 @@ def asof_join(
         return joins
 
     label = f"{topics[0].name}-{topics[1].name}-asof"
-    return _joined(stream, other, topics, label, operator, grace_ms, None, options)
+    return _joined(stream, other, topics, (label, "as-of", how), operator, grace_ms, None,
+                   options)
 
 
 def _windowed(stream: Stream, other: Stream, what: str, window_ms: tuple[int, int],
@@ -222,7 +226,9 @@ def _windowed(stream: Stream, other: Stream, what: str, window_ms: tuple[int, in
         return joins
 
     label = f"{topics[0].name}-{topics[1].name}-join-{before_ms}ms-{after_ms}ms"
-    return _joined(stream, other, topics, label, operator, grace_ms, idle_timeout_s, options)
+    kind = "window" if what == "join" else "interval"
+    return _joined(stream, other, topics, (label, kind, how), operator, grace_ms,
+                   idle_timeout_s, options)
 
 
 def _options(joiner: Joiner | None, name: str | None, timestamp: Timestamp | None,
@@ -254,9 +260,11 @@ def _topics(stream: Stream, other: Any, what: str) -> tuple[Topic, Topic]:
     return found[0], found[1]
 
 
-def _joined(stream: Stream, other: Stream, topics: tuple[Topic, Topic], label: str,
-            operator: Callable[[_StagedStore], _Operator], grace_ms: int,
-            idle_timeout_s: float | None, options: _Options) -> Stream:
+def _joined(stream: Stream, other: Stream, topics: tuple[Topic, Topic],
+            described: tuple[str, str, str], operator: Callable[[_StagedStore], _Operator],
+            grace_ms: int, idle_timeout_s: float | None, options: _Options) -> Stream:
+    """``described``: the join's default name, its kind and how (for statistics)."""
+    label, kind, how = described
     app = stream.app
     left_topic, right_topic = topics
     require_copartitioned(app, f"join of {left_topic.name} with {right_topic.name}",
@@ -266,9 +274,34 @@ def _joined(stream: Stream, other: Stream, topics: tuple[Topic, Topic], label: s
     # Buffered values go to the changelog with their own topic's codec (or as JSON once
     # map/filter made them something else).
     table.value_codec = _StateValues(_codec(stream, left_topic), _codec(other, right_topic))
+    meter = app.joins.get(table.name)
+    if not isinstance(meter, _JoinMeter):  # one per join, whatever instances build it
+        meter = app.joins[table.name] = _JoinMeter(table, kind, how)
     plan = _Plan(app, (stream, other), left_topic, table, operator, options, grace_ms,
-                 idle_timeout_s)
+                 idle_timeout_s, meter)
     return Stream(app, _JoinSource(plan))
+
+
+class _JoinMeter:
+    """What statistics show of a stream join: its served partitions' operators, summed."""
+
+    def __init__(self, table: Table, kind: str, how: str) -> None:
+        self.table = table
+        self.kind = kind
+        self.how = how
+        self.operators: dict[int, _Operator] = {}  # partition → its latest operator
+
+    def snapshot(self) -> JoinSnapshot:
+        served = sorted(self.table.active)
+        found = [operator.statistics() for operator in
+                 (self.operators.get(partition) for partition in served) if operator]
+        return JoinSnapshot(
+            self.table.name, self.kind, self.how, len(served),
+            events=sum(s.events for s in found),
+            buffered=sum(s.buffered_events for s in found),
+            late_events=sum(s.late_events for s in found),
+            rows=sum(s.rows for s in found),
+        )
 
 
 def _codec(stream: Stream, topic: Topic) -> Codec:
@@ -285,6 +318,7 @@ class _Plan:
     options: _Options
     grace_ms: int  # also how far a side may run ahead of the other (see Sides)
     idle_timeout_s: float | None  # None: as-of joins, which close nothing
+    meter: _JoinMeter
 
 
 class _JoinSource(Source):
@@ -413,6 +447,7 @@ class _Run:
         operator = self.plan.operator(staged)
         operator.restore()  # a new or reassigned partition: its state from its store
         self.operators[partition] = (cached, operator, staged)
+        self.plan.meter.operators[partition] = operator
         if len(self.operators) == 2:
             self._warn_shared(sorted(self.operators))
         return operator, staged

@@ -91,6 +91,7 @@ from .operators.table_joins import (
 from .partitioner import KeyPartitioner
 from .serialization import Codec, codec_for
 from .state import MISSING, CachedStore, Store
+from .statistics import JoinSnapshot
 from .tables import PartitionRevokedError, Table
 from .topics import Topic
 from .windowing import CachedMapping
@@ -225,6 +226,7 @@ def join_tables(
         require_copartitioned(left.app, f"join of table {left.name!r} with table "
                               f"{right.name!r}", [left, right])
         _KeyJoinRuntime(joined, checked, joiner)
+        left.app.joins[name] = _TableJoinMeter(joined, "table", checked)
         return joined
     checked = check_how(how, ("inner", "left"), f"foreign-key join {name!r}")
     if not (left.partition_count and right.partition_count):
@@ -235,7 +237,22 @@ def join_tables(
         )
     joined = JoinedTable(left, right, name, value_codec)
     _ForeignKeyRuntime(joined, checked, on, joiner)
+    left.app.joins[name] = _TableJoinMeter(joined, "foreign key", checked)
     return joined
+
+
+class _TableJoinMeter:
+    """What statistics show of a table join: the joined table's rows here."""
+
+    def __init__(self, joined: JoinedTable, kind: str, how: str) -> None:
+        self.joined = joined
+        self.kind = kind
+        self.how = how
+
+    def snapshot(self) -> JoinSnapshot:
+        served = [p for p in self.joined.statistics().partitions if p.role != "standby"]
+        return JoinSnapshot(self.joined.name, self.kind, self.how, len(served),
+                            rows=sum(p.keys for p in served))
 
 
 class JoinedTable(Table):

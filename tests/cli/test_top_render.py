@@ -26,7 +26,13 @@ from streamer.cli.top_view import (
     partition_rows,
 )
 
-from tests.cli.top_frames import NOW_MS, overview_frame, worker_frame, worker_snapshot
+from tests.cli.top_frames import (
+    NOW_MS,
+    joins_frame,
+    overview_frame,
+    worker_frame,
+    worker_snapshot,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("STREAMER_UPDATE_GOLDEN") == "1"
@@ -68,6 +74,29 @@ def test_the_log_overview_matches_its_golden_file(width: int) -> None:
 def test_once_and_plain_output_match_their_golden_files() -> None:
     _check("top_once_100.txt", _text(worker_frame(), ViewState(), 100, None))
     _check("top_plain_100.txt", _text(worker_frame(), ViewState(), 100, None, plain=True))
+
+
+@pytest.mark.parametrize("width", [80, 140])
+def test_joins_and_transactions_match_their_golden_files(width: int) -> None:
+    text = _text(joins_frame(), ViewState(), width, HEIGHT)
+    assert len(text.splitlines()) == HEIGHT
+    assert max(len(line) for line in text.splitlines()) <= width
+    _check(f"top_joins_{width}x{HEIGHT}.txt", text)
+
+
+def test_joins_are_summed_over_workers_and_transactions_shown() -> None:
+    text = _text(joins_frame(), ViewState(), 160, None, plain=True)
+    assert "exactly-once  7,400 txns 1 aborted" in text
+    lines = {line.split()[0]: line.split() for line in text.splitlines()
+             if line.startswith(("orders-payments", "orders-rates", "accounts-join"))}
+    # the window join's two workers: 120,511 + 30,002 in, 8,004 + 1,990 held, 12 late
+    assert lines["orders-payments-join-600000ms-600000ms"][1:] == [
+        "window", "left", "150,513", "9,994", "12", "147,872"]
+    assert lines["orders-rates-asof"][1:] == ["as-of", "inner", "130,000", "310", "0",
+                                              "120,500"]
+    assert lines["accounts-join-limits"][1:] == ["table", "outer", "–", "–", "–", "27,300"]
+    focused = _text(joins_frame(), ViewState(focus="joins"), 100, HEIGHT)
+    assert "orders-rates-asof" in focused and "process_order" not in focused
 
 
 def test_the_screen_reads_at_80_columns() -> None:

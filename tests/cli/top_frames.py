@@ -1,8 +1,11 @@
 """Fabricated snapshots and frames for ``streamer top``'s render tests: a fixed clock, two
 workers of one app, partitions with and without lag, agents with errors, two tables (one
-recovering), folded errors; and a log without workers."""
+recovering), folded errors; the same workers exactly once with joins; and a log without
+workers."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from streamer.cli.top_view import TopFrame, build_frame
 
@@ -11,6 +14,7 @@ from streamer.statistics import (
     EventSnapshot,
     GroupOffsetSnapshot,
     GroupSnapshot,
+    JoinSnapshot,
     LogPartitionSnapshot,
     LogSnapshot,
     PartitionSnapshot,
@@ -19,7 +23,7 @@ from streamer.statistics import (
     WorkerSnapshot,
 )
 
-__all__ = ["NOW_MS", "overview_frame", "worker_frame", "worker_snapshot"]
+__all__ = ["NOW_MS", "joins_frame", "overview_frame", "worker_frame", "worker_snapshot"]
 
 NOW_MS = 1_780_000_000_000  # a fixed wall clock: 2026-05-28 20:26:40 UTC
 APP = "orders-app"
@@ -121,6 +125,28 @@ def worker_frame() -> TopFrame:
         f"{APP}@host-c:4103": worker_snapshot(f"{APP}@host-c:4103", at_ms=NOW_MS - 600_000,
                                               state="stopped", second=True),
         "other@host-a:9": worker_snapshot("other@host-a:9"),
+    }
+    return build_frame("127.0.0.1:40123", snapshots, app=APP, now_ms=NOW_MS)
+
+
+def joins_frame() -> TopFrame:
+    """The two live workers, exactly once, with a windowed join (late events on one), an
+    as-of join and a table join."""
+    joins = {
+        ONE: (JoinSnapshot("orders-payments-join-600000ms-600000ms", "window", "left", 3,
+                           120_511, 8_004, 12, 118_002),
+              JoinSnapshot("orders-rates-asof", "as-of", "inner", 3, 130_000, 310, 0, 120_500),
+              JoinSnapshot("accounts-join-limits", "table", "outer", 3, rows=20_500)),
+        TWO: (JoinSnapshot("orders-payments-join-600000ms-600000ms", "window", "left", 1,
+                           30_002, 1_990, 0, 29_870),
+              JoinSnapshot("accounts-join-limits", "table", "outer", 1, rows=6_800)),
+    }
+    snapshots = {
+        worker: dataclasses.replace(
+            worker_snapshot(worker, at_ms=at_ms, second=worker == TWO), joins=joins[worker],
+            guarantee="exactly_once", transactions=3_700, aborted_transactions=worker == TWO,
+        )
+        for worker, at_ms in ((ONE, NOW_MS), (TWO, NOW_MS - 500))
     }
     return build_frame("127.0.0.1:40123", snapshots, app=APP, now_ms=NOW_MS)
 

@@ -22,6 +22,7 @@ from streamer.inbox import BatchAck, Inbox, OffsetTracker
 from streamer.statistics import (
     SCHEMA_VERSION,
     EventSnapshot,
+    JoinSnapshot,
     SnapshotFormatError,
     WorkerSnapshot,
     fold_errors,
@@ -277,6 +278,21 @@ def test_prometheus_renders_the_snapshot() -> None:
         f'streamer_table_changelog_lag{{{app},partition="1",table="order_totals",{worker}}} 120.0',
     ):
         assert line in text.splitlines(), line
+    joined = CollectorRegistry(auto_describe=False)
+    joined.register(SnapshotCollector(lambda: dataclasses.replace(
+        worker_snapshot(), guarantee="exactly_once", transactions=12, aborted_transactions=1,
+        joins=(JoinSnapshot("a-b-join", "window", "left", 2, 100, 7, 3, 90),
+               JoinSnapshot("t-join-u", "table", "inner", 2, rows=40)))))
+    lines = generate_latest(joined).decode().splitlines()
+    join = 'join="a-b-join",kind="window"'
+    for line in (
+        f'streamer_worker_transactions_total{{{app},{worker}}} 12.0',
+        f'streamer_worker_transactions_aborted_total{{{app},{worker}}} 1.0',
+        f'streamer_join_buffered_events{{{app},{join},{worker}}} 7.0',
+        f'streamer_join_late_events_total{{{app},{join},{worker}}} 3.0',
+        f'streamer_join_rows{{{app},join="t-join-u",kind="table",{worker}}} 40.0',
+    ):
+        assert line in lines, line
     empty = CollectorRegistry(auto_describe=False)
     empty.register(SnapshotCollector(lambda: None))
     assert b"streamer_" not in generate_latest(empty)
@@ -326,3 +342,46 @@ def test_a_worker_with_a_table_reports_its_keys() -> None:
     (table,) = snap.tables
     assert table.name == "counts" and table.keys == 3 and not table.recovering
     assert sorted(p.partition for p in table.partitions) == [0, 1]
+
+
+def test_a_worker_with_joins_reports_them() -> None:
+    """A windowed join's events in, held, late and rows out, and a table join's rows, in the
+    worker's snapshot (and through JSON)."""
+    from streamer.testing import AppRunner
+
+    app = streamer.App("joined")
+    lefts = app.topic("lefts", value_type=int, partitions=1)
+    rights = app.topic("rights", value_type=int, partitions=1)
+    accounts = app.table("accounts", source=app.topic("account-rows", value_type=int,
+                                                         partitions=1))
+    limits = app.table("limits", source=app.topic("limit-rows", value_type=int,
+                                                     partitions=1))
+    accounts.join(limits, how="outer", name="accounts-join-limits")
+
+    @app.agent(lefts)
+    async def join(stream: streamer.Stream) -> None:
+        async for _ in stream.join(rights.stream(), within=1, idle_timeout_s=None,
+                                   max_wait_s=0):
+            pass
+
+    async def scenario() -> WorkerSnapshot:
+        async with AppRunner(app) as runner:
+            for topic, key, value, at_ms in ((lefts, "k", 1, 10_000), (rights, "k", 2, 10_500),
+                                             (lefts, "j", 3, 20_000), (rights, "k", 4, 1_000)):
+                await runner.send(topic, key=key, value=value, timestamp=at_ms)
+            for key in ("a", "b"):
+                await runner.send(app.topics["account-rows"], key=key, value=1)
+            await runner.send(app.topics["limit-rows"], key="c", value=9)
+            await runner.wait_idle()
+            return runner.worker.statistics()
+
+    snap = from_json(to_json(run(scenario())))
+    found = {j.name: j for j in snap.joins}
+    window = found["lefts-rights-join-1000ms-1000ms"]
+    assert (window.kind, window.how, window.partitions) == ("window", "inner", 1)
+    # 4 events: one pair (k at 10 s and 10.5 s, whose windows closed when j at 20 s came),
+    # j held, and the right one at 1 s late
+    assert (window.events, window.buffered, window.late_events, window.rows) == (4, 1, 1, 1)
+    table = found["accounts-join-limits"]
+    assert (table.kind, table.how, table.rows) == ("table", "outer", 3)
+    assert snap.guarantee == "at_least_once" and snap.transactions == 0
