@@ -51,6 +51,7 @@ __all__ = [
 SPARK = "▁▂▃▄▅▆▇█"
 LAG_SECONDS_RED = 10.0  # lag red once it is this many seconds of input at the current rate
 LAG_RED_MIN = 1_000  # ... and at least this many events
+WINDOWED_JOINS = ("window", "interval", "as-of")  # stream-stream joins: held and late events
 PANEL_CHROME = 3  # a panel's top and bottom border, and its table's header row
 EVENT_STYLES = {"error": "bold red", "rebalance": "yellow", "state": "cyan"}
 MISSING = "–"
@@ -297,18 +298,19 @@ def joins_panel(frame: TopFrame, width: int, rows_max: int | None,
     wide = plain or _inner(width) >= 76  # room for the events taken in
     table = _table(plain)
     table.add_column("JOIN", ratio=1, min_width=8, no_wrap=True, overflow="ellipsis")
-    table.add_column("KIND", min_width=6, max_width=17, no_wrap=True, overflow="ellipsis")
+    table.add_column("KIND", min_width=5, max_width=17 if wide else 12, no_wrap=True,
+                     overflow="ellipsis")
     for name, size in ((("IN", 9),) if wide else ()) + (("HELD", 8), ("LATE", 6),
                                                          ("ROWS", 9)):
         table.add_column(name, justify="right", min_width=size, no_wrap=True)
     shown, hidden = _fit(rows, rows_max)
     for j in shown:
-        stream_join = j.kind not in ("table", "foreign key")
+        windowed = j.kind in WINDOWED_JOINS  # holds events, drops late ones
         late = Text(_count(j.late_events), style="bold yellow" if j.late_events else "")
-        cells: list[RenderableType] = [Text(j.name), f"{j.kind} {j.how}"]
+        cells: list[RenderableType] = [Text(j.name), f"{j.kind} {j.how}" if wide else j.kind]
         if wide:
-            cells.append(_count(j.events) if stream_join else "–")
-        cells += [_count(j.buffered) if stream_join else "–", late if stream_join else "–",
+            cells.append(_count(j.events) if windowed or j.kind == "stream-table" else "–")
+        cells += [_count(j.buffered) if windowed else "–", late if windowed else "–",
                   _count(j.rows)]
         table.add_row(*cells)
     _more(table, hidden, len(table.columns))

@@ -156,6 +156,7 @@ def _joins(snap: WorkerSnapshot, gauge: Callable[..., Any],
         key = [snap.app, snap.worker, join.name, join.kind]
         if join.kind not in ("table", "foreign key"):
             events.add_metric(key, join.events)
+        if join.kind in ("window", "interval", "as-of"):
             held.add_metric(key, join.buffered)
             late.add_metric(key, join.late_events)
         rows.add_metric(key, join.rows)

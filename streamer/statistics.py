@@ -166,9 +166,10 @@ class TableSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class JoinSnapshot:
-    """A join's state on one worker (or several, merged). Stream joins (``kind`` "window",
-    "interval", "as-of") count since their partitions were assigned; table joins ("table",
-    "foreign key") have only ``rows``, the joined table's rows."""
+    """A join on one worker (or several, merged). Stream-stream joins (``kind`` "window",
+    "interval", "as-of") count since their partitions were assigned; a "stream-table" join
+    counts lookups (``events``) and rows out since start; table joins ("table", "foreign
+    key") have only ``rows``, the joined table's rows."""
 
     name: str  # the join's state table (stream joins) or the joined table
     kind: str

@@ -119,7 +119,13 @@ def join_stream_table(
     joiner: Joiner | None = None,
 ) -> Stream:
     """``stream.join(table, ...)``: see the module docstring."""
-    combine = lookup_joiner(check_how(how, ("inner", "left"), "stream-table join"), joiner)
+    checked = check_how(how, ("inner", "left"), "stream-table join")
+    combine = lookup_joiner(checked, joiner)
+    name = "+".join(t.name for t in _input_topics(stream)) + f"-join-{table.name}"
+    meter = stream.app.joins.get(name)
+    if not isinstance(meter, _LookupMeter):  # one per join, whatever instances build it
+        meter = stream.app.joins[name] = _LookupMeter(name, table, checked)
+    combine = meter.counting(combine)
     if table.is_global:
         lookup = _global_lookup(stream, table, combine, on)
     else:
@@ -139,6 +145,31 @@ def join_stream_table(
 
 def _matched(value: Any) -> bool:
     return value is not NO_MATCH
+
+
+class _LookupMeter:
+    """What statistics show of a stream-table join: lookups and rows out, since start."""
+
+    def __init__(self, name: str, table: Table, how: str) -> None:
+        self.name = name
+        self.table = table
+        self.how = how
+        self.events = 0
+        self.rows = 0
+
+    def counting(self, combine: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def counted(value: Any, row: Any) -> Any:
+            self.events += 1
+            joined = combine(value, row)
+            if joined is not NO_MATCH:
+                self.rows += 1
+            return joined
+
+        return counted
+
+    def snapshot(self) -> JoinSnapshot:
+        return JoinSnapshot(self.name, "stream-table", self.how, len(self.table.active),
+                            events=self.events, rows=self.rows)
 
 
 def _partitioned_lookup(stream: Stream, table: Table, combine: Callable[[Any, Any], Any]

@@ -131,12 +131,14 @@ def worker_frame() -> TopFrame:
 
 def joins_frame() -> TopFrame:
     """The two live workers, exactly once, with a windowed join (late events on one), an
-    as-of join and a table join."""
+    as-of join, a table join and a stream-table join."""
     joins = {
         ONE: (JoinSnapshot("orders-payments-join-600000ms-600000ms", "window", "left", 3,
                            120_511, 8_004, 12, 118_002),
               JoinSnapshot("orders-rates-asof", "as-of", "inner", 3, 130_000, 310, 0, 120_500),
-              JoinSnapshot("accounts-join-limits", "table", "outer", 3, rows=20_500)),
+              JoinSnapshot("accounts-join-limits", "table", "outer", 3, rows=20_500),
+              JoinSnapshot("orders-join-customers", "stream-table", "left", 3, 150_000,
+                           rows=150_000)),
         TWO: (JoinSnapshot("orders-payments-join-600000ms-600000ms", "window", "left", 1,
                            30_002, 1_990, 0, 29_870),
               JoinSnapshot("accounts-join-limits", "table", "outer", 1, rows=6_800)),

@@ -364,6 +364,11 @@ def test_a_worker_with_joins_reports_them() -> None:
                                    max_wait_s=0):
             pass
 
+    @app.agent(rights)
+    async def look_up(stream: streamer.Stream) -> None:
+        async for _ in stream.join(accounts, how="inner"):
+            pass
+
     async def scenario() -> WorkerSnapshot:
         async with AppRunner(app) as runner:
             for topic, key, value, at_ms in ((lefts, "k", 1, 10_000), (rights, "k", 2, 10_500),
@@ -384,4 +389,7 @@ def test_a_worker_with_joins_reports_them() -> None:
     assert (window.events, window.buffered, window.late_events, window.rows) == (4, 1, 1, 1)
     table = found["accounts-join-limits"]
     assert (table.kind, table.how, table.rows) == ("table", "outer", 3)
+    lookups = found["rights-join-accounts"]  # two rights, keyed k: no account k
+    assert (lookups.kind, lookups.how, lookups.events, lookups.rows) == (
+        "stream-table", "inner", 2, 0)
     assert snap.guarantee == "at_least_once" and snap.transactions == 0
