@@ -125,7 +125,6 @@ def join_stream_table(
     meter = stream.app.joins.get(name)
     if not isinstance(meter, _LookupMeter):  # one per join, whatever instances build it
         meter = stream.app.joins[name] = _LookupMeter(name, table, checked)
-    combine = meter.counting(combine)
     if table.is_global:
         lookup = _global_lookup(stream, table, combine, on)
     else:
@@ -138,13 +137,9 @@ def join_stream_table(
         require_copartitioned(stream.app, f"stream-table join with table {table.name!r}",
                               [*_input_topics(stream), table])
         lookup = _partitioned_lookup(stream, table, combine)
-    joined = stream.map(lookup).filter(_matched)  # no row (inner), or a None event value
+    joined = stream.map(lookup).filter(meter.matched)  # no row (inner), or a None value
     joined.value_type = dict  # rows are tuples or whatever the joiner builds: JSON onwards
     return joined
-
-
-def _matched(value: Any) -> bool:
-    return value is not NO_MATCH
 
 
 class _LookupMeter:
@@ -157,15 +152,13 @@ class _LookupMeter:
         self.events = 0
         self.rows = 0
 
-    def counting(self, combine: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        def counted(value: Any, row: Any) -> Any:
-            self.events += 1
-            joined = combine(value, row)
-            if joined is not NO_MATCH:
-                self.rows += 1
-            return joined
-
-        return counted
+    def matched(self, joined: Any) -> bool:
+        """The join's filter: whether a looked-up event comes out (counted either way)."""
+        self.events += 1
+        if joined is NO_MATCH:  # no row (inner), or a None event value
+            return False
+        self.rows += 1
+        return True
 
     def snapshot(self) -> JoinSnapshot:
         return JoinSnapshot(self.name, "stream-table", self.how, len(self.table.active),
