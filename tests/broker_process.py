@@ -76,6 +76,17 @@ class BrokerProcess:
 
 
 @contextlib.contextmanager
+def log_url(transport: str, tmp_path: Path) -> Iterator[str]:
+    """The URL workers get for ``transport``: "embedded", a log folder; "kafka", the
+    kafka:// address of a ``streamer broker`` subprocess, running for the block."""
+    if transport == "embedded":
+        yield str(tmp_path / "log")
+        return
+    with running_broker(tmp_path / "broker-data") as broker:
+        yield f"kafka://{broker.bootstrap}"
+
+
+@contextlib.contextmanager
 def running_broker(data: Path | str, *extra_args: str) -> Iterator[BrokerProcess]:
     broker = BrokerProcess(data, *extra_args).start()
     try:

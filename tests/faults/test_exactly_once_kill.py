@@ -20,21 +20,20 @@ them) and reported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streamer.events import Event, TopicPartition
+from streamer.events import Event
 from streamer.partitioner import KeyPartitioner
-from streamer.transport import Transport, open_transport
-from tests.broker_process import running_broker
+from streamer.transport import open_transport
+from tests.broker_process import log_url
 from tests.streamer.apps import eos_counter
-from tests.streamer.running import WorkerProcess, committed_offsets, produce, run
+from tests.streamer.running import WorkerProcess, committed_offsets, produce, read_all, run
 
 EVENTS = 200_000
 KEYS = [f"k{i:03d}" for i in range(500)]
@@ -48,9 +47,9 @@ CHANGELOG = f"{APP}-counts-changelog"
 START_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 90.0
 SCENARIO_TIMEOUT_S = 170.0
-READ_FETCH_MAX = 20_000
 
 _partitioner = KeyPartitioner()
+_read = functools.partial(read_all, partitions=PARTITIONS)  # every record of a topic
 
 
 def _keys() -> list[str]:
@@ -58,47 +57,9 @@ def _keys() -> list[str]:
     return [rng.choice(KEYS) for _ in range(EVENTS)]
 
 
-@contextlib.contextmanager
-def _log(transport: str, tmp_path: Path) -> Iterator[str]:
-    if transport == "embedded":
-        yield str(tmp_path / "log")
-        return
-    with running_broker(tmp_path / "broker-data") as broker:
-        yield f"kafka://{broker.bootstrap}"
-
-
-async def _protocol_url(url: str, worker: WorkerProcess) -> str:
-    """Where the log answers the Kafka protocol while ``worker`` runs."""
-    await worker.wait_for_line(r"worker of eos-counter running on", START_TIMEOUT_S)
-    if url.startswith("kafka://"):
-        return url
-    # Logged just after the "running" line: it may not have been read yet.
-    await worker.wait_for_line(r"the log is served at (\S+)", START_TIMEOUT_S)
-    served = worker.find(r"the log is served at (\S+)")[0].group(1)
-    return f"kafka://{served}"
-
-
 async def _committed(protocol_url: str) -> int:
     return sum(max(o, 0) for o in await committed_offsets(
         protocol_url, APP, eos_counter.INPUT, PARTITIONS))
-
-
-async def _read(transport: Transport, topic: str, *, committed: bool) -> list[Event]:
-    reader = transport.reader(
-        isolation_level="read_committed" if committed else "read_uncommitted")
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    try:
-        ends = await reader.end_offsets(partitions)
-        reader.assign(dict.fromkeys(partitions, 0))
-        events: list[Event] = []
-        deadline = time.monotonic() + 60
-        while not all([await reader.position(tp) >= ends[tp] for tp in partitions]):
-            assert time.monotonic() < deadline, f"{topic} not read to {ends}"
-            for tp, batch in await reader.fetch(100, READ_FETCH_MAX):
-                events.extend(e for e in batch if e.offset < ends[tp])
-        return events
-    finally:
-        await reader.close()
 
 
 def _check_output(events: list[Event], expected: Counter[str]) -> None:
@@ -126,7 +87,7 @@ async def _scenario(url: str, tmp_path: Path, keys: list[str], seed: int
         for _ in range(KILLS):
             worker = WorkerProcess(SPEC, url, env=env)
             workers.append(worker)
-            protocol_url = await _protocol_url(url, worker)
+            protocol_url = await worker.protocol_url(url, START_TIMEOUT_S)
             await asyncio.sleep(rng.uniform(*KILL_AFTER_S))
             before_kills.append(await _committed(protocol_url))
             assert worker.process.poll() is None, worker.output
@@ -134,7 +95,7 @@ async def _scenario(url: str, tmp_path: Path, keys: list[str], seed: int
             assert worker.process.returncode == -9
         last = WorkerProcess(SPEC, url, env=env)
         workers.append(last)
-        protocol_url = await _protocol_url(url, last)
+        protocol_url = await last.protocol_url(url, START_TIMEOUT_S)
         deadline = time.monotonic() + FINISH_TIMEOUT_S
         while await _committed(protocol_url) < EVENTS:
             assert time.monotonic() < deadline, f"not every event committed:\n{last.output}"
@@ -169,7 +130,7 @@ def test_an_exactly_once_worker_killed_again_and_again_equals_the_oracle(
     keys = _keys()
     seed = random.randrange(1 << 30)
     started = time.monotonic()
-    with _log(transport, tmp_path) as url:
+    with log_url(transport, tmp_path) as url:
         before_kills, visible, written = run(_scenario(url, tmp_path, keys, seed),
                                              SCENARIO_TIMEOUT_S)
     # Every kill landed mid-stream: some events were committed before it, not all.

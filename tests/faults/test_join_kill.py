@@ -20,12 +20,11 @@ finishes. The test prints the extra rows (duplicates) and the events processed t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pytest
 
 from streamer.partitioner import KeyPartitioner
 from streamer.transport import TopicSpec, open_transport
-from tests.broker_process import running_broker
+from tests.broker_process import log_url
 from tests.operators.test_stream_joins import Step, window_oracle
 from tests.streamer.apps import stream_joiner
 from tests.streamer.running import WorkerProcess, committed_offsets, read_topic, run, wait_until
@@ -144,13 +143,6 @@ class _Job:
         self.journals.append(journal)
         return worker, journal
 
-    async def protocol_url(self, worker: WorkerProcess) -> str:
-        if self.url.startswith("kafka://"):
-            return self.url
-        await worker.wait_for_line(r"the log is served at ", START_TIMEOUT_S)
-        served = worker.find(r"the log is served at (\S+)")[0].group(1)
-        return f"kafka://{served}"
-
     def kill_all(self) -> None:
         for worker in reversed(self.workers):
             worker.kill()
@@ -172,7 +164,7 @@ async def _scenario(job: _Job, events: list[tuple[str, str, str, int]], model: C
             worker, journal = job.start(state)
             await _kill_after(worker, journal, lines)
         last, _ = job.start("state-a")
-        url = await job.protocol_url(last)
+        url = await last.protocol_url(job.url, START_TIMEOUT_S)
         await _committed(url, Counter(topic for topic, *_ in events))
         rows = await _rows(url, model, job.guarantee == "exactly_once")
         assert last.terminate() == 0, last.output
@@ -212,22 +204,13 @@ async def _rows(url: str, model: Counter[Row], committed_only: bool) -> list[Row
         await asyncio.sleep(0.5)
 
 
-@contextlib.contextmanager
-def _log(transport: str, tmp_path: Path) -> Iterator[str]:
-    if transport == "embedded":
-        yield str(tmp_path / "log")
-        return
-    with running_broker(tmp_path / "broker-data") as broker:
-        yield f"kafka://{broker.bootstrap}"
-
-
 @pytest.mark.parametrize("transport", ["embedded", pytest.param("kafka", marks=pytest.mark.slow)])
 def test_a_killed_join_worker_restarts_and_its_output_equals_the_model(
     transport: str, tmp_path: Path, record_property: Callable[[str, object], None],
 ) -> None:
     events = _events()
     model = _model(events)
-    with _log(transport, tmp_path) as url:
+    with log_url(transport, tmp_path) as url:
         job = _Job(tmp_path, url)
         rows = run(_scenario(job, events, model), SCENARIO_TIMEOUT_S)
     processed = Counter(event_id for journal in job.journals for event_id in journal.ids())
@@ -262,7 +245,7 @@ def test_an_exactly_once_join_killed_and_restarted_outputs_the_model_exactly(
     show events the killed runs joined (and rows they sent) again."""
     events = _events()
     model = _model(events)
-    with _log(transport, tmp_path) as url:
+    with log_url(transport, tmp_path) as url:
         job = _Job(tmp_path, url, guarantee="exactly_once")
         rows = run(_scenario(job, events, model), SCENARIO_TIMEOUT_S)
     processed = Counter(event_id for journal in job.journals for event_id in journal.ids())

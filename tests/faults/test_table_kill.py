@@ -36,7 +36,6 @@ scenario (1,800, 1,520, 520 and 120 extra processings).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import subprocess
@@ -51,7 +50,7 @@ import pytest
 from streamer.cli.tables_changelog import read_changelog
 
 from streamer.partitioner import KeyPartitioner
-from tests.broker_process import running_broker
+from tests.broker_process import log_url
 from tests.streamer.apps import table_counter
 from tests.streamer.running import (
     REPO_ROOT,
@@ -148,16 +147,6 @@ class _Job:
         self.journals.append(journal)
         return worker, journal
 
-    async def protocol_url(self, worker: WorkerProcess) -> str:
-        """Where the log answers the Kafka protocol while ``worker`` runs (on the embedded
-        log, ``worker`` must be its owner)."""
-        if self.url.startswith("kafka://"):
-            await worker.wait_for_line(r"worker of table-counter running on", START_TIMEOUT_S)
-            return self.url
-        await worker.wait_for_line(r"the log is served at ", START_TIMEOUT_S)  # once running
-        served = worker.find(r"the log is served at (\S+)")[0].group(1)
-        return f"kafka://{served}"
-
     def kill_all(self) -> None:
         for worker in reversed(self.workers):
             worker.kill()
@@ -242,22 +231,12 @@ def _check(outcome: _Outcome, keys: list[str], label: str,
           "counted twice (their change reached the changelog, their offset was not committed)")
 
 
-@contextlib.contextmanager
-def _log(transport: str, tmp_path: Path) -> Iterator[str]:
-    """The URL workers get: a folder, or a ``streamer broker``'s kafka:// address."""
-    if transport == "embedded":
-        yield str(tmp_path / "log")
-        return
-    with running_broker(tmp_path / "broker-data") as broker:
-        yield f"kafka://{broker.bootstrap}"
-
-
 def _scenario(
     scenario: Callable[[_Job, list[str]], Coroutine[Any, Any, _Outcome]], transport: str,
     label: str, tmp_path: Path, record_property: Callable[[str, object], None],
 ) -> None:
     keys = _events()
-    with _log(transport, tmp_path) as url:
+    with log_url(transport, tmp_path) as url:
         outcome = run(scenario(_Job(tmp_path, url), keys), SCENARIO_TIMEOUT_S)
     _check(outcome, keys, f"{transport}, {label}", record_property)
 
@@ -292,7 +271,7 @@ async def _restarts(job: _Job, keys: list[str]) -> _Outcome:
             worker, journal = job.start(state)
             await _kill_after(worker, journal, lines)
         last, _ = job.start("state-a")  # A, on stores B's work has made stale, finishes
-        return await _finish(job, last, await job.protocol_url(last))
+        return await _finish(job, last, await last.protocol_url(job.url, START_TIMEOUT_S))
     finally:
         job.kill_all()
 
@@ -324,7 +303,7 @@ def test_a_survivor_takes_over_a_killed_workers_table_partitions(
 async def _takeover(job: _Job, keys: list[str]) -> _Outcome:
     try:
         survivor, _ = job.start("state")  # on the embedded log: the owner
-        protocol_url = await job.protocol_url(survivor)
+        protocol_url = await survivor.protocol_url(job.url, START_TIMEOUT_S)
         victim, victim_journal = job.start("state")  # a slot of its own in the same folder
         await wait_until(lambda: _split_between([survivor, victim]),
                          "two workers sharing the partitions", START_TIMEOUT_S)

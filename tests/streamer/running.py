@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import streamer
 from streamer.events import Event, Headers, TopicPartition
-from streamer.transport import TopicSpec, open_transport
+from streamer.transport import TopicSpec, Transport, open_transport
 
 __all__ = [
     "REPO_ROOT",
@@ -169,6 +169,27 @@ async def produce(
         await transport.close()
 
 
+async def read_all(transport: Transport, topic: str, partitions: int, *,
+                   committed: bool = True, timeout_s: float = 60) -> list[Event]:
+    """Every record of ``topic`` below its end offsets as they are now, through a reader of
+    ``transport``: read_committed (no aborted records, no markers) or read_uncommitted."""
+    reader = transport.reader(
+        isolation_level="read_committed" if committed else "read_uncommitted")
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    try:
+        ends = await reader.end_offsets(tps)
+        reader.assign(dict.fromkeys(tps, 0))
+        events: list[Event] = []
+        deadline = time.monotonic() + timeout_s
+        while not all([await reader.position(tp) >= ends[tp] for tp in tps]):
+            assert time.monotonic() < deadline, f"{topic}: not read to {ends} in {timeout_s} s"
+            for tp, batch in await reader.fetch(FETCH_TIMEOUT_MS, FETCH_RECORDS_MAX):
+                events.extend(event for event in batch if event.offset < ends[tp])
+        return events
+    finally:
+        await reader.close()
+
+
 async def read_topic(url: str, topic: str, *, at_least: int, timeout_s: float = 30,
                      isolation_level: str | None = None) -> list[Event]:
     """Every event of ``topic`` (raw bytes), read by a group of its own: waits for
@@ -285,6 +306,18 @@ class WorkerProcess:
         if not self.find(pattern):
             raise AssertionError(f"worker {self.pid} exited ({self.process.returncode}) "
                                  f"before printing {pattern!r}:\n{self.output}")
+
+    async def protocol_url(self, url: str, timeout_s: float = WAIT_TIMEOUT_S) -> str:
+        """Where the log this worker was given (``url``) answers the Kafka protocol, once the
+        worker runs: ``url`` itself for kafka://, else the address it serves its embedded log
+        at (it must own the folder)."""
+        await self.wait_for_line(r"worker of \S+ running on", timeout_s)
+        if url.startswith("kafka://"):
+            return url
+        # Logged just after the "running" line: it may not have been read yet.
+        served = r"the log is served at (\S+)"
+        await self.wait_for_line(served, timeout_s)
+        return f"kafka://{self.find(served)[0].group(1)}"
 
     def terminate(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then wait for the exit code."""

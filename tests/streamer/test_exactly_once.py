@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -45,6 +46,7 @@ from tests.streamer.running import (
     WorkerProcess,
     committed_offsets,
     produce,
+    read_all,
     run,
     running,
 )
@@ -54,6 +56,7 @@ KEYS = [f"k{i:02d}" for i in range(20)]
 INPUT, OUTPUT = "events", "counts-out"
 PACE_EVERY, PACE_S = 20, 0.01
 _partitioner = KeyPartitioner()
+_read = functools.partial(read_all, partitions=PARTITIONS)  # every record of a topic
 
 
 def _keys(n: int, start: int = 0) -> list[str]:
@@ -136,25 +139,6 @@ async def _transport(target: Target, app: streamer.App | None = None
         yield transport
     finally:
         await transport.close()
-
-
-async def _read(transport: Transport, topic: str, *, committed: bool = True) -> list[Event]:
-    """Every readable record of ``topic`` (read_committed, or read_uncommitted)."""
-    reader = transport.reader(
-        isolation_level="read_committed" if committed else "read_uncommitted")
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    try:
-        ends = await reader.end_offsets(partitions)
-        reader.assign(dict.fromkeys(partitions, 0))
-        events: list[Event] = []
-        for _ in range(1_000):
-            if all([await reader.position(tp) >= ends[tp] for tp in partitions]):
-                return events
-            for tp, batch in await reader.fetch(100, 10_000):
-                events.extend(event for event in batch if event.offset < ends[tp])
-        raise AssertionError(f"{topic}: not read to {ends} in time")
-    finally:
-        await reader.close()
 
 
 async def _committed(target: Target, transport: Transport, group: str) -> list[int]:
