@@ -339,13 +339,34 @@ class Session:
 
 
 def show_report(
-    console: Console, report: dict[str, Any], *, as_json: bool,
+    console: Console, report: dict[str, Any], *, json_path: str | None,
     print_table: Callable[[Console, dict[str, Any]], None],
 ) -> None:
-    if as_json:
+    """The report as a table on ``console``, and as JSON in ``json_path`` if given; with
+    ``json_path`` "-", as JSON on ``console`` instead of the table."""
+    if json_path == "-":
         console.print_json(json.dumps(report))
-    else:
-        print_table(console, report)
+        return
+    print_table(console, report)
+    if json_path is not None:
+        with open(json_path, "w") as file:
+            json.dump(report, file, indent=2)
+            file.write("\n")
+
+
+def parse_only(only: str | None, workloads: Sequence[str], frameworks: Sequence[str]
+               ) -> tuple[list[str], list[str]]:
+    """``--only count,streamer-embedded`` → (workloads, frameworks), each in the benchmark's
+    order; a list naming no workload means all of them, likewise for frameworks."""
+    if only is None:
+        return list(workloads), list(frameworks)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(workloads) - set(frameworks))
+    if unknown or not names:
+        raise SystemExit(f"--only takes a list of {', '.join([*workloads, *frameworks])}; "
+                         f"not {unknown}")
+    return ([w for w in workloads if w in names] or list(workloads),
+            [f for f in frameworks if f in names] or list(frameworks))
 
 
 # -- the report ----------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def run_pipeline_benchmark(
         {"events_per_s": "input events per second, start → every output visible"},
         _settings(pipelines, events, counts, runs, session.root, session.remove_root),
         [m.summary() for m in results.measurements.values()], _ratios(results), results.notes)
-    show_report(console, report, as_json=as_json, print_table=_print_table)
+    show_report(console, report, json_path="-" if as_json else None, print_table=_print_table)
     return report
 
 

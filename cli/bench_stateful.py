@@ -50,7 +50,6 @@ at-least-once: ≥ 0.85).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -313,27 +312,14 @@ def run_stateful_benchmark(
         _settings(workloads, frameworks, events, keys, recovery_keys, runs, session.root,
                   session.remove_root),
         [m.summary() for m in measurements.values()], _ratios(measurements), notes)
-    harness.show_report(console, report, as_json=as_json, print_table=_print_table)
-    if json_path is not None and not as_json:
-        with open(json_path, "w") as file:
-            json.dump(report, file, indent=2)
-            file.write("\n")
+    harness.show_report(console, report, json_path=json_path, print_table=_print_table)
     return report
 
 
 def parse_only(only: str | None) -> tuple[list[str], list[str]]:
-    """``--only count,streamer-embedded`` → (workloads, frameworks), each in the benchmark's
-    order; a list naming no workload means all of them, likewise for frameworks."""
-    if only is None:
-        return list(WORKLOADS), list(FRAMEWORKS)
-    names = [name.strip() for name in only.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(WORKLOADS) - set(FRAMEWORKS))
-    if unknown or not names:
-        raise SystemExit(f"--only takes a list of {', '.join(WORKLOADS + FRAMEWORKS)}; "
-                         f"not {unknown}")
-    workloads = [w for w in WORKLOADS if w in names] or list(WORKLOADS)
-    frameworks = [f for f in FRAMEWORKS if f in names] or list(FRAMEWORKS)
-    return workloads, frameworks
+    """``--only`` → (workloads, frameworks): see :func:`.bench_harness.parse_only`."""
+    found: tuple[list[str], list[str]] = harness.parse_only(only, WORKLOADS, FRAMEWORKS)
+    return found
 
 
 def _check_settings(
