@@ -66,6 +66,11 @@ class AgentInstance:
         self.built[topic] = ordinal + 1
         return topic, ordinal
 
+    def serves(self, partition: int) -> bool:
+        """Whether this instance reads ``partition`` (instance ``i`` of ``n`` reads the
+        partitions ``p % n == i``)."""
+        return partition % self.agent.concurrency == self.index
+
 
 CURRENT_INSTANCE: ContextVar[AgentInstance | None] = ContextVar(
     "streamer_agent_instance", default=None

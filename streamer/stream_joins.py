@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -86,7 +85,7 @@ from .statistics import JoinSnapshot
 from .stream_join_sides import Side, Sides, StreamSide
 from .streams import IDLE_TIMEOUT_S, PROCESSING, DecodeFailure, Source, Stream, source_topic
 from .tables import PartitionRevokedError, Table
-from .windowing import window_codec
+from .windowing import wall_clock, window_codec
 
 if TYPE_CHECKING:
     from .app import App
@@ -350,7 +349,7 @@ class _Run:
         self.operators: dict[int, tuple[CachedStore, _Operator, _StagedStore]] = {}
         self.idle_s = plan.idle_timeout_s
         self.last_event: dict[int, tuple[int, float]] = {}  # partition → (stream ms, wall s)
-        self.clock = _wall_clock(plan.app)
+        self.clock = wall_clock(plan.app)
         self.tracker = PROCESSING.get()
         self.instance = CURRENT_INSTANCE.get()
         self.joiner = plan.options.joiner
@@ -427,12 +426,6 @@ class _Run:
         value = (row.left, row.right) if joiner is None else joiner(row.left, row.right)
         return Event(topic, partition, -1, row.timestamp_ms, row.key, value)
 
-    def _serves(self, partition: int) -> bool:
-        """True when this agent instance reads ``partition`` (instance ``i`` of ``n`` reads
-        the partitions ``p % n == i``)."""
-        instance = self.instance
-        return instance is None or partition % instance.agent.concurrency == instance.index
-
     def _operator(self, partition: int) -> tuple[_Operator, _StagedStore]:
         cached = self.table.active.get(partition)
         if cached is None:
@@ -472,7 +465,8 @@ class _Run:
         assert self.idle_s is not None
         now = self.clock()
         for partition in sorted(self.table.active):
-            if partition not in self.last_event and self._serves(partition):
+            if partition not in self.last_event and (
+                    self.instance is None or self.instance.serves(partition)):
                 stream_time_ms = self._operator(partition)[0].stream_time_ms
                 if stream_time_ms is not None:
                     self.last_event[partition] = (stream_time_ms, now)
@@ -497,14 +491,6 @@ def _check_one_value(side: StreamSide, event: Event) -> None:
             "(flat_map before the join?): join first, then flat_map the result"
         )
     side.last_position = position
-
-
-def _wall_clock(app: App) -> Callable[[], float]:
-    """Seconds by the worker's clock (a test's manual clock, else the system's)."""
-    worker = app.worker
-    if worker is not None:
-        return lambda: worker.time_ms() / 1000
-    return time.time
 
 
 # -- the state table -----------------------------------------------------------------------------

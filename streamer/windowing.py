@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .app import App
     from .streams import Stream
 
-__all__ = ["WindowedAggregation", "WindowedStream", "window_codec"]
+__all__ = ["WindowedAggregation", "WindowedStream", "wall_clock", "window_codec"]
 
 logger = logging.getLogger("streamer.windows")
 
@@ -204,7 +204,7 @@ class _Run:
         self.idle_timeout_s = windowed.idle_timeout_s
         self.aggregators: dict[int, tuple[CachedStore, WindowedAggregator]] = {}
         self.last_event: dict[int, tuple[int, float]] = {}  # partition → (event ms, wall s)
-        self.clock = _wall_clock(aggregation.app)
+        self.clock = wall_clock(aggregation.app)
         self.instance = CURRENT_INSTANCE.get()  # the agent instance iterating this
 
     def aggregator(self, partition: int) -> WindowedAggregator:
@@ -225,12 +225,6 @@ class _Run:
         aggregator.restore()  # a new or reassigned partition: state from its store
         self.aggregators[partition] = (cached, aggregator)
         return aggregator
-
-    def _serves(self, partition: int) -> bool:
-        """True when this agent instance reads ``partition`` (instance ``i`` of ``n`` reads
-        the partitions ``p % n == i``)."""
-        instance = self.instance
-        return instance is None or partition % instance.agent.concurrency == instance.index
 
     def _late(self, handler: Callable[[Any, Any, int], None] | None
               ) -> Callable[[Any, Any, int], None]:
@@ -282,7 +276,8 @@ class _Run:
         event closes them too)."""
         now = self.clock()
         for partition in sorted(self.table.active):
-            if partition not in self.last_event and self._serves(partition):
+            if partition not in self.last_event and (
+                    self.instance is None or self.instance.serves(partition)):
                 watermark_ms = self.aggregator(partition).watermark_ms
                 if watermark_ms is not None:
                     self.last_event[partition] = (watermark_ms, now)
@@ -303,7 +298,7 @@ def _ready(inbox: Any) -> bool:
     return bool(inbox.ready)
 
 
-def _wall_clock(app: App) -> Callable[[], float]:
+def wall_clock(app: App) -> Callable[[], float]:
     """Seconds by the worker's clock (a test's manual clock, else the system's)."""
     worker = app.worker
     if worker is not None:
