@@ -32,7 +32,6 @@ are read from the store when a left event needs one.
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections.abc import Hashable
 from typing import Any, Final, Literal
 
@@ -48,6 +47,7 @@ from .stream_joins import (
     freeze,
     side_tag,
 )
+from .timers import Timers
 from .window_state import KeyValueStore
 
 __all__ = ["AsofHow", "AsofJoiner"]
@@ -67,8 +67,8 @@ class AsofJoiner:
         self.grace_ms = grace_ms
         self._store = store
         self._times: dict[Hashable, list[int]] = {}  # key → times of its values, sorted
-        self._timers: dict[int, list[tuple[Hashable, int]]] = {}  # time → (key, value time)
-        self._timer_heap: list[int] = []
+        self._timers = Timers[Hashable]()  # time → keys with values to forget by then
+        self._timer_heap = self._timers.heap
         self._stream_time_ms = NO_TIME
         self.events = 0
         self.late_events = 0
@@ -141,27 +141,18 @@ class AsofJoiner:
             del self._store[(RIGHT_TAG, key, times.pop(0))]
 
     def _schedule(self, key: Hashable, timestamp_ms: int) -> None:
-        time_ms = timestamp_ms + self.grace_ms + _FORGET_CHECK
-        entries = self._timers.get(time_ms)
-        if entries is None:
-            self._timers[time_ms] = [(key, timestamp_ms)]
-            heapq.heappush(self._timer_heap, time_ms)
-        else:
-            entries.append((key, timestamp_ms))
+        self._timers.schedule(timestamp_ms + self.grace_ms + _FORGET_CHECK, key)
 
     def _forget_due(self) -> None:
-        heap = self._timer_heap
-        while heap and heap[0] <= self._stream_time_ms:
-            for key, _ in self._timers.pop(heapq.heappop(heap)):
-                times = self._times.get(key)
-                if times:
-                    self._forget_old(key, times)
+        for _, key in self._timers.due(self._stream_time_ms):
+            times = self._times.get(key)
+            if times:
+                self._forget_old(key, times)
 
     def restore(self) -> None:
         """Rebuild the per-key times and the timers from the store alone."""
         self._times.clear()
         self._timers.clear()
-        self._timer_heap.clear()
         stored = self._store.get(STREAM_TIME_KEY)
         self._stream_time_ms = NO_TIME if stored is None else int(stored)
         for raw_key, _ in list(self._store.items()):

@@ -57,13 +57,13 @@ overwrites its own entry (keeping ``matched``) instead of adding a second one.
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 from .errors import JoinError
+from .timers import Timers
 from .window_state import KeyValueStore
 
 __all__ = [
@@ -175,8 +175,8 @@ class WindowJoiner:
         self._by_name = {"left": left, "right": right}
         self._sides = {LEFT_TAG: left, RIGHT_TAG: right}
         self._store = store
-        self._timers: dict[int, list[EntryKey]] = {}  # close time → entries
-        self._timer_heap: list[int] = []  # one entry per distinct time
+        self._timers = Timers[EntryKey]()  # close time → entries
+        self._timer_heap = self._timers.heap
         self._stream_time_ms = NO_TIME
         self._stored_time_ms = NO_TIME  # what the store has under STREAM_TIME_KEY
         self.events = 0
@@ -210,7 +210,7 @@ class WindowJoiner:
         if bucket is None:
             held = [bool(rows), value]
             mine.buffer[key] = [[timestamp_ms], [(seq, held)]]
-            self._schedule(close_ms + 1, entry)
+            self._timers.schedule(close_ms + 1, entry)
         else:
             times, items = bucket
             if timestamp_ms > times[-1]:  # in order: the common case
@@ -229,7 +229,7 @@ class WindowJoiner:
                 held = [bool(rows), value]
                 times.insert(index, timestamp_ms)
                 items.insert(index, (seq, held))
-                self._schedule(close_ms + 1, entry)
+                self._timers.schedule(close_ms + 1, entry)
         self._store[entry] = held
         if self._timer_heap and self._timer_heap[0] <= stream_time_ms:
             rows += self._close_due()
@@ -276,44 +276,34 @@ class WindowJoiner:
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _schedule(self, time_ms: int, entry: EntryKey) -> None:
-        entries = self._timers.get(time_ms)
-        if entries is None:
-            self._timers[time_ms] = [entry]
-            heapq.heappush(self._timer_heap, time_ms)
-        else:
-            entries.append(entry)
-
     def _close_due(self) -> list[JoinRow]:
         rows = []
-        heap, stream_time_ms = self._timer_heap, self._stream_time_ms
         sides = self._sides
         closed = False
-        while heap and heap[0] <= stream_time_ms:
-            for entry in self._timers.pop(heapq.heappop(heap)):
-                tag, key, timestamp_ms, seq = entry
-                side = sides[tag]
-                bucket = side.buffer.get(key)
-                if bucket is None:
-                    continue
-                times, items = bucket
-                index = bisect_left(times, timestamp_ms)
-                while index < len(times) and times[index] == timestamp_ms \
-                        and items[index][0] != seq:
-                    index += 1
-                if index == len(times) or times[index] != timestamp_ms:
-                    continue
-                held = items.pop(index)[1]
-                del times[index]
-                if not times:
-                    del side.buffer[key]
-                del self._store[entry]
-                closed = True
-                if not held[0] and side.alone:
-                    if side.left:
-                        rows.append(_row(JoinRow, (key, held[1], None, timestamp_ms)))
-                    else:
-                        rows.append(_row(JoinRow, (key, None, held[1], timestamp_ms)))
+        for _, entry in self._timers.due(self._stream_time_ms):
+            tag, key, timestamp_ms, seq = entry
+            side = sides[tag]
+            bucket = side.buffer.get(key)
+            if bucket is None:
+                continue
+            times, items = bucket
+            index = bisect_left(times, timestamp_ms)
+            while index < len(times) and times[index] == timestamp_ms \
+                    and items[index][0] != seq:
+                index += 1
+            if index == len(times) or times[index] != timestamp_ms:
+                continue
+            held = items.pop(index)[1]
+            del times[index]
+            if not times:
+                del side.buffer[key]
+            del self._store[entry]
+            closed = True
+            if not held[0] and side.alone:
+                if side.left:
+                    rows.append(_row(JoinRow, (key, held[1], None, timestamp_ms)))
+                else:
+                    rows.append(_row(JoinRow, (key, None, held[1], timestamp_ms)))
         if closed:
             # Stream time is stored only as events that showed it leave the buffer: restore
             # takes the larger of it and the buffered events' times.
@@ -332,7 +322,6 @@ class WindowJoiner:
         for side in self._sides.values():
             side.buffer.clear()
         self._timers.clear()
-        self._timer_heap.clear()
         stored = self._store.get(STREAM_TIME_KEY)
         self._stored_time_ms = NO_TIME if stored is None else int(stored)
         stream_time_ms = self._stored_time_ms
@@ -354,7 +343,7 @@ class WindowJoiner:
                 bucket = side.buffer[key] = [[], []]
             bucket[0].append(timestamp_ms)
             bucket[1].append((seq, [bool(held[0]), held[1]]))
-            self._schedule(timestamp_ms + side.close_after + 1, entry)
+            self._timers.schedule(timestamp_ms + side.close_after + 1, entry)
             stream_time_ms = max(stream_time_ms, timestamp_ms)
         self._stream_time_ms = stream_time_ms
 

@@ -15,9 +15,10 @@ from its end and the watermark alone, so all of this can be rebuilt from the sto
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Final, Protocol
+
+from .timers import Timers
 
 __all__ = [
     "CLOSE",
@@ -75,34 +76,23 @@ class WindowState:
         self.open: dict[WindowKey, Any] = {}  # open window → its accumulator
         self.by_key: dict[Hashable, set[WindowKey]] = {}  # key → its windows in the store
         self.closed_windows = 0  # closed, kept in the store until they expire
-        self._timers: dict[int, list[tuple[int, Any]]] = {}  # time → actions
-        # One entry per distinct time, so a million windows closing together cost one push.
-        # Never rebound: the aggregator holds it to peek at the next time cheaply.
-        self.timer_heap: list[int] = []
+        self._timers = Timers[tuple[int, Any]]()  # time → (action, store key)
+        self.timer_heap = self._timers.heap  # the aggregator peeks at the next time here
 
     def reset(self) -> None:
         self.open.clear()
         self.by_key.clear()
         self.closed_windows = 0
         self._timers.clear()
-        self.timer_heap.clear()
 
     def schedule(self, time_ms: int, action: int, store_key: Any) -> None:
-        actions = self._timers.get(time_ms)
-        if actions is None:
-            self._timers[time_ms] = [(action, store_key)]
-            heapq.heappush(self.timer_heap, time_ms)
-        else:
-            actions.append((action, store_key))
+        self._timers.schedule(time_ms, (action, store_key))
 
     def due(self, watermark_ms: int) -> Iterator[tuple[int, int, Any]]:
         """``(time_ms, action, store_key)`` of every timer up to ``watermark_ms``, by time;
         timers scheduled meanwhile at or before ``watermark_ms`` come out too."""
-        heap = self.timer_heap
-        while heap and heap[0] <= watermark_ms:
-            time_ms = heapq.heappop(heap)
-            for action, store_key in self._timers.pop(time_ms):
-                yield time_ms, action, store_key
+        for time_ms, (action, store_key) in self._timers.due(watermark_ms):
+            yield time_ms, action, store_key
 
     def create(self, window: WindowKey, acc: Any, close_ms: int) -> None:
         self.open[window] = acc
